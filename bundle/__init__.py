@@ -1,0 +1,7 @@
+"""cxr-distill: train, explain and deploy small, fast chest X-ray classifiers by knowledge distillation."""
+
+__version__ = "0.1.0"
+
+from . import data, engines, handlers, losses, metrics, networks  # noqa: E402
+
+__all__ = ["data", "engines", "handlers", "losses", "metrics", "networks", "__version__"]

@@ -1,0 +1,23 @@
+"""The data layer: image loading, readers of real data sets, synthetic phantoms, splits."""
+
+from .check import check_records, check_splits
+from .datalist import Datalist
+from .errors import CXRDataError
+from .io import LoadCXR, LoadCXRd, load_cxr
+from .phantoms import make_phantom_datalist, render_phantom
+from .sources import DATASETS, DataSplits, load_splits
+
+__all__ = [
+    "check_records",
+    "check_splits",
+    "Datalist",
+    "CXRDataError",
+    "LoadCXR",
+    "LoadCXRd",
+    "load_cxr",
+    "make_phantom_datalist",
+    "render_phantom",
+    "DATASETS",
+    "DataSplits",
+    "load_splits",
+]

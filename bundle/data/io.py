@@ -1,0 +1,578 @@
+"""Load one chest X-ray from disk (or from memory) as a float32 image in [0, 1].
+
+:func:`load_cxr` reads PNG/JPEG/BMP/TIFF (Pillow), DICOM (pydicom), NIfTI (nibabel) and
+MHA/MHD/NRRD (ITK) and always returns a 2-D ``float32`` array of shape ``(H, W)`` = (rows,
+columns), with 0 = black and 1 = white as a radiologist would see the image (bone bright).
+:class:`LoadCXR` / :class:`LoadCXRd` wrap it as MONAI transforms returning ``(1, H, W)``.
+
+DICOM pixel pipeline, in the order the standard defines it (PS3.4 N.2)::
+
+    stored values --modality LUT--> modality values (RescaleSlope/Intercept or Modality LUT Sequence)
+                  --VOI LUT-------> display values (VOI LUT Sequence, else WindowCenter/WindowWidth,
+                                    else the image's own min..max)
+                  --MONOCHROME1---> inverted within the VOI output range, so that high = white
+                  --scale---------> [0, 1] using the VOI output range (the window's range, not the
+                                    image's min..max, so the window's contrast is kept), clipped
+
+Colour DICOM (RGB, YBR decoded to RGB, PALETTE COLOR) is converted to luminance instead.
+Only the first frame of a multi-frame DICOM is used (with a warning).
+
+MONAI's ``LoadImage`` is not used for DICOM because it returns the stored values: it applies
+no modality LUT, no VOI LUT or window and no MONOCHROME1 inversion, so a MONOCHROME1
+radiograph comes out as a negative and a 15-bit CR image is not comparable with an 8-bit PNG.
+Note also that ``LoadImage`` returns 2-D PNGs as (W, H); this module returns (H, W) for
+every format, like NumPy, Pillow and torchvision.
+
+NIfTI convention: the first voxel axis (i, "x") is the image's columns and the second (j, "y")
+its rows, which is what ITK writes, so ``load_cxr`` returns ``data.T``; to write an ``(H, W)``
+image ``img`` as NIfTI that reads back unchanged use ``nib.Nifti1Image(img.T, affine)`` (or
+``itk.imwrite(itk.image_from_array(img), path)``). The affine is not applied (no reorientation).
+
+Every problem raises :class:`~bundle.data.errors.CXRDataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import warnings
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.data.meta_obj import get_track_meta
+from monai.transforms import MapTransform, Transform
+from monai.utils import TransformBackends
+
+from bundle.data.errors import CXRDataError
+
+if TYPE_CHECKING:
+    import pydicom
+    from PIL import Image
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "LoadCXR",
+    "LoadCXRd",
+    "array_to_cxr",
+    "load_cxr",
+    "read_dicom_header",
+]
+
+PathLike = str | Path
+
+_PILLOW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_DICOM_EXTENSIONS = (".dcm", ".dicom")
+_NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+_ITK_EXTENSIONS = (".mha", ".mhd", ".nrrd", ".nhdr")
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    _PILLOW_EXTENSIONS + _DICOM_EXTENSIONS + _NIFTI_EXTENSIONS + _ITK_EXTENSIONS
+)
+"""File name endings :func:`load_cxr` recognises (DICOM is also recognised by content, any name)."""
+
+_PILLOW_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*")
+
+# BodyPartExamined values (upper case, accents removed) that mean a chest; matched as substrings,
+# so "CHEST_LUNG", "CHESTABDOMEN" or "TORAX" (es/pt) count.
+_CHEST_BODY_PARTS = ("CHEST", "THORAX", "THORACIC", "LUNG", "TORAX", "TORACE")
+# Modalities that are projection radiographs (or unspecified "other").
+_RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT"})
+# ITU-R BT.601 luma, the weights Pillow uses for mode "L".
+_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+
+
+def load_cxr(path: PathLike, *, require_chest: bool = True, min_size: int = 16) -> np.ndarray:
+    """Read a chest X-ray file as a float32 array of shape (H, W) with values in [0, 1].
+
+    Args:
+        path: a PNG/JPEG/BMP/TIFF, DICOM (any name if it has the ``DICM`` marker), NIfTI
+            (``.nii``/``.nii.gz``) or MHA/MHD/NRRD file.
+        require_chest: for DICOM, refuse a file whose BodyPartExamined is not a chest or whose
+            Modality is not a radiograph; when ``False`` such files load with a warning.
+        min_size: smallest accepted number of rows and of columns.
+
+    Raises:
+        CXRDataError: the file is missing, empty, corrupt, of an unknown format, too small,
+            not a chest radiograph, has no pixel data, needs a missing DICOM decoder, or holds
+            NaN/infinite values.
+    """
+    path = Path(path)
+    image_format = _detect_format(path)
+    if image_format == "dicom":
+        image = _load_dicom(path, require_chest=require_chest)
+    elif image_format == "pillow":
+        image = _load_pillow(path)
+    elif image_format == "nifti":
+        image = _load_nifti(path)
+    else:
+        image = _load_itk(path)
+    return _finish(image, path, min_size)
+
+
+def read_dicom_header(path: PathLike) -> pydicom.Dataset:
+    """Return the DICOM data set of ``path`` without its pixel data (fast; for checks).
+
+    Raises:
+        CXRDataError: the file is missing, empty or not readable as DICOM.
+    """
+    path = Path(path)
+    _check_file(path)
+    return _read_dicom(path, stop_before_pixels=True)
+
+
+def array_to_cxr(
+    array: np.ndarray | torch.Tensor, *, min_size: int = 16, source: str | None = None
+) -> np.ndarray:
+    """Bring an in-memory image (e.g. a MedMNIST entry) to float32 (H, W) in [0, 1].
+
+    ``uint8`` is divided by 255, ``uint16`` by 65535, ``bool`` maps to 0/1, other integer types
+    by 255 or 65535 depending on their maximum; floating-point arrays are assumed to be in
+    [0, 1] already and are clipped. Accepted shapes: (H, W), (1, H, W), (H, W, 1), and colour
+    (H, W, 3|4) or (3, H, W), which is converted to luminance.
+
+    Args:
+        array: the image.
+        min_size: smallest accepted number of rows and of columns.
+        source: what to name in error messages (defaults to "in-memory array").
+    """
+    name = source or "in-memory array"
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    array = np.asarray(array)
+    image = _squeeze_to_2d_or_colour(array, name)
+    if image.dtype == np.bool_:
+        scaled = image.astype(np.float64)
+    elif np.issubdtype(image.dtype, np.integer):
+        scaled = _integer_to_unit_range(image, name)
+    elif np.issubdtype(image.dtype, np.floating):
+        scaled = image.astype(np.float64)
+        _require_finite(scaled, name)
+        scaled = np.clip(scaled, 0.0, 1.0)
+    else:
+        raise CXRDataError(name, f"unsupported array dtype {image.dtype}")
+    if scaled.ndim == 3:  # colour, channels last
+        scaled = _luminance(scaled)
+    return _finish(scaled, name, min_size)
+
+
+class LoadCXR(Transform):
+    """MONAI transform: path (or in-memory array) -> ``MetaTensor`` of shape (1, H, W), float32 in [0, 1].
+
+    Paths go through :func:`load_cxr` and get ``meta["filename_or_obj"]``; NumPy arrays and
+    tensors go through :func:`array_to_cxr`. Returns a plain ``torch.Tensor`` when MONAI meta
+    tracking is off (``monai.data.set_track_meta(False)``).
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, require_chest: bool = True, min_size: int = 16) -> None:
+        self.require_chest = require_chest
+        self.min_size = min_size
+
+    def __call__(self, data: PathLike | np.ndarray | torch.Tensor) -> torch.Tensor:
+        meta: dict[str, Any] = {}
+        if isinstance(data, (np.ndarray, torch.Tensor)):
+            if isinstance(data, MetaTensor):
+                meta = dict(data.meta)
+            image = array_to_cxr(data, min_size=self.min_size)
+        elif isinstance(data, (str, Path)):
+            image = load_cxr(data, require_chest=self.require_chest, min_size=self.min_size)
+            meta["filename_or_obj"] = str(data)
+        else:
+            raise CXRDataError(
+                None, f"expected an image path, NumPy array or tensor, got {type(data).__name__}"
+            )
+        meta["spatial_shape"] = np.asarray(image.shape)
+        meta["original_channel_dim"] = 0  # already channel-first: EnsureChannelFirst is a no-op
+        tensor = torch.from_numpy(image[None])
+        if not get_track_meta():
+            return tensor
+        return MetaTensor(tensor, meta=meta)
+
+
+class LoadCXRd(MapTransform):
+    """Dictionary version of :class:`LoadCXR`: replaces ``data[key]`` (path or array) by a (1, H, W) image."""
+
+    backend = LoadCXR.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        require_chest: bool = True,
+        min_size: int = 16,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadCXR(require_chest=require_chest, min_size=min_size)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key])
+        return d
+
+
+# ----------------------------------------------------------------------------------------------
+# format detection and common steps
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise CXRDataError(path, "file does not exist")
+    if path.is_dir():
+        raise CXRDataError(path, "is a directory, not an image file")
+    if path.stat().st_size == 0:
+        raise CXRDataError(path, "empty file (0 bytes)")
+
+
+def _detect_format(path: Path) -> str:
+    """Return "dicom", "pillow", "nifti" or "itk"; signatures win over the file name."""
+    _check_file(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(132)
+    except OSError as exc:
+        raise CXRDataError(path, f"cannot read file: {_reason(exc)}") from exc
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(_PILLOW_SIGNATURES):
+        return "pillow"
+    name = path.name.lower()
+    if name.endswith(_DICOM_EXTENSIONS):
+        return "dicom"
+    if name.endswith(_PILLOW_EXTENSIONS):
+        return "pillow"
+    if name.endswith(_NIFTI_EXTENSIONS):
+        return "nifti"
+    if name.endswith(_ITK_EXTENSIONS):
+        return "itk"
+    suffix = "".join(path.suffixes[-2:]) or "none"
+    raise CXRDataError(
+        path,
+        f"unknown image format (extension '{suffix}', no DICOM/PNG/JPEG/BMP/TIFF signature); "
+        f"supported: {', '.join(IMAGE_EXTENSIONS)} or DICOM with any name",
+    )
+
+
+def _finish(image: np.ndarray, path: PathLike, min_size: int) -> np.ndarray:
+    """Check shape, size and values of a scaled float64 image; return float32 in [0, 1]."""
+    if image.ndim != 2:
+        raise CXRDataError(path, f"expected a 2-D image, got shape {tuple(image.shape)}")
+    rows, cols = image.shape
+    if rows < min_size or cols < min_size:
+        raise CXRDataError(
+            path, f"image is {cols}x{rows}, smaller than the minimum {min_size}x{min_size} pixels"
+        )
+    _require_finite(image, path)
+    return np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32)
+
+
+def _require_finite(values: np.ndarray, path: PathLike) -> None:
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        raise CXRDataError(path, "image contains NaN or infinite values")
+
+
+def _min_max_scale(values: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] in float64; a constant image becomes zeros."""
+    values = values.astype(np.float64)
+    low, high = values.min(), values.max()
+    if high <= low:
+        return np.zeros_like(values)
+    return (values - low) / (high - low)
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3 or 4) -> (...) grey in float64; a 4th (alpha) channel is ignored."""
+    return rgb[..., :3].astype(np.float64) @ _LUMA_WEIGHTS
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _integer_to_unit_range(values: np.ndarray, name: str) -> np.ndarray:
+    if values.dtype == np.uint8:
+        return values / 255.0
+    if values.dtype == np.uint16:
+        return values / 65535.0
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high > 65535:
+        raise CXRDataError(name, f"{values.dtype} values {low}..{high} are neither 8- nor 16-bit")
+    return values / (255.0 if high <= 255 else 65535.0)
+
+
+def _squeeze_to_2d_or_colour(array: np.ndarray, name: str) -> np.ndarray:
+    """(H, W) stays; (1, H, W)/(H, W, 1) -> (H, W); (3, H, W) -> (H, W, 3); (H, W, 3|4) stays."""
+    if array.ndim == 2:
+        return array
+    if array.ndim == 3:
+        if array.shape[0] == 1:
+            return array[0]
+        if array.shape[-1] == 1:
+            return array[..., 0]
+        if array.shape[-1] in (3, 4):
+            return array
+        if array.shape[0] in (3, 4):
+            return np.moveaxis(array, 0, -1)
+    raise CXRDataError(name, f"cannot interpret an array of shape {tuple(array.shape)} as a 2-D image")
+
+
+# ----------------------------------------------------------------------------------------------
+# Pillow: PNG, JPEG, BMP, TIFF
+
+
+def _load_pillow(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as img:
+            img.load()  # decodes now, so truncated files raise here
+            if getattr(img, "n_frames", 1) > 1:
+                warnings.warn(f"{path}: {img.n_frames} frames, using the first", stacklevel=3)
+            upright = ImageOps.exif_transpose(img)  # phone/web JPEGs may carry an EXIF rotation
+            return _pillow_to_unit_range(upright, path)
+    except CXRDataError:
+        raise
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        raise CXRDataError(path, f"cannot decode image: {_reason(exc)}") from exc
+
+
+def _pillow_to_unit_range(img: Image.Image, path: Path) -> np.ndarray:
+    mode = img.mode
+    if mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF)
+        values = np.asarray(img)
+        if np.issubdtype(values.dtype, np.unsignedinteger):
+            return values / 65535.0
+        return _min_max_scale(values)
+    if mode == "I":  # 32-bit int: 16-bit PNGs on some Pillow versions, int TIFFs
+        values = np.asarray(img, dtype=np.float64)
+        max_value = 2.0 ** _pillow_bits_per_sample(img, default=16) - 1
+        if values.min() >= 0 and values.max() <= max_value:
+            return values / max_value
+        return _min_max_scale(values)
+    if mode == "F":  # float TIFF: keep if already in [0, 1]
+        values = np.asarray(img, dtype=np.float64)
+        _require_finite(values, path)
+        return values if values.min() >= 0 and values.max() <= 1 else _min_max_scale(values)
+    if mode == "1":
+        return np.asarray(img, dtype=np.float64)
+    if mode in ("L", "LA", "La"):
+        return np.asarray(img.getchannel(0), dtype=np.float64) / 255.0
+    # RGB, RGBA, P, PA, CMYK, YCbCr, ...: 8-bit colour -> luminance
+    return _luminance(np.asarray(img.convert("RGB"))) / 255.0
+
+
+def _pillow_bits_per_sample(img: Image.Image, default: int) -> int:
+    tags = getattr(img, "tag_v2", None)  # TIFF only
+    bits = tags.get(258) if tags is not None else None
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    return int(bits) if bits else default
+
+
+# ----------------------------------------------------------------------------------------------
+# NIfTI and ITK formats
+
+
+def _load_nifti(path: Path) -> np.ndarray:
+    import nibabel as nib
+
+    try:
+        volume = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float64))
+    except Exception as exc:  # ImageFileError, EOFError/OSError (truncated .gz), ...
+        raise CXRDataError(path, f"cannot decode image: {_reason(exc)}") from exc
+    squeezed = np.squeeze(volume)
+    if squeezed.ndim != 2:
+        raise CXRDataError(path, f"NIfTI image has shape {volume.shape}; expected 2-D or a single slice")
+    _require_finite(squeezed, path)
+    return _min_max_scale(squeezed.T)  # (x, y) = (columns, rows) -> (rows, columns)
+
+
+def _load_itk(path: Path) -> np.ndarray:
+    import itk  # slow to import (seconds): only when needed
+
+    try:
+        itk_image = itk.imread(str(path))
+        values = np.asarray(itk.array_from_image(itk_image))  # (rows, columns[, components])
+        components = itk_image.GetNumberOfComponentsPerPixel()
+    except Exception as exc:  # RuntimeError("Could not create IO object ..."), truncated data, ...
+        raise CXRDataError(path, f"cannot decode image: {_reason(exc)}") from exc
+    if components > 1:
+        values = _luminance(values) if components >= 3 else values[..., 0]
+    squeezed = np.squeeze(values)
+    if squeezed.ndim != 2:
+        raise CXRDataError(path, f"image has shape {values.shape}; expected 2-D or a single slice")
+    squeezed = squeezed.astype(np.float64)
+    _require_finite(squeezed, path)
+    return _min_max_scale(squeezed)
+
+
+# ----------------------------------------------------------------------------------------------
+# DICOM
+
+
+def _read_dicom(path: Path, *, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        try:
+            return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        except InvalidDicomError:
+            # No preamble/'DICM' (a bare data set, allowed for .dcm files): read it anyway.
+            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+    except Exception as exc:
+        raise CXRDataError(path, f"cannot decode image: {_reason(exc)}") from exc
+    if "SOPClassUID" not in ds and "Rows" not in ds:
+        raise CXRDataError(
+            path, "cannot decode image: not a DICOM file (no 'DICM' marker, no image elements)"
+        )
+    if "TransferSyntaxUID" not in ds.file_meta:  # bare data set: pixel decoding needs one
+        implicit_vr, little_endian = ds.original_encoding
+        if implicit_vr:
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        else:
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian
+    return ds
+
+
+def _load_dicom(path: Path, *, require_chest: bool) -> np.ndarray:
+    ds = _read_dicom(path)
+    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise CXRDataError(
+            path, "no pixel data (a DICOM header without an image, e.g. a report or a header-only file)"
+        )
+    _check_chest_radiograph(ds, path, require_chest=require_chest)
+    pixels = _decode_dicom_pixels(ds, path)
+    return _dicom_to_unit_range(pixels, ds, path)
+
+
+def _check_chest_radiograph(ds: pydicom.Dataset, path: Path, *, require_chest: bool) -> None:
+    problems = []
+    body_part = str(ds.get("BodyPartExamined", "") or "").strip()
+    if body_part and not _is_chest(body_part):
+        problems.append(f"BodyPartExamined is '{body_part}', not a chest")
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality and modality not in _RADIOGRAPH_MODALITIES:
+        problems.append(
+            f"Modality is '{modality}', not a radiograph ({'/'.join(sorted(_RADIOGRAPH_MODALITIES))})"
+        )
+    for problem in problems:
+        if require_chest:
+            raise CXRDataError(path, f"{problem}; pass require_chest=False to load it anyway")
+        warnings.warn(f"{path}: {problem}; loading it because require_chest=False", stacklevel=4)
+
+
+def _is_chest(body_part: str) -> bool:
+    plain = unicodedata.normalize("NFKD", body_part).encode("ascii", "ignore").decode().upper()
+    return any(word in plain for word in _CHEST_BODY_PARTS)
+
+
+def _decoder_install_hint(transfer_syntax: Any) -> str:
+    keyword = getattr(transfer_syntax, "keyword", "") or ""
+    if "JPEG2000" in keyword or "HTJ2K" in keyword:
+        return "pip install pylibjpeg pylibjpeg-openjpeg (or python-gdcm)"
+    if "JPEGLS" in keyword:
+        return "pip install pylibjpeg pylibjpeg-libjpeg (or pyjpegls, or python-gdcm)"
+    if "JPEG" in keyword:
+        return "pip install pylibjpeg pylibjpeg-libjpeg (or python-gdcm)"
+    if "RLE" in keyword:
+        return "pip install pylibjpeg pylibjpeg-rle"
+    return "pip install pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg (or python-gdcm)"
+
+
+def _decode_dicom_pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
+    """Decode the (first) frame: (rows, columns) or (rows, columns, samples); colour as RGB."""
+    from pydicom.pixels import get_decoder, pixel_array
+
+    transfer_syntax = ds.file_meta.TransferSyntaxUID
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        warnings.warn(f"{path}: multi-frame DICOM ({frames} frames), using the first", stacklevel=4)
+    try:
+        return pixel_array(ds, index=0 if frames > 1 else None)
+    except NotImplementedError as exc:  # no decoder exists for this transfer syntax
+        raise CXRDataError(
+            path, f"cannot decode image: transfer syntax '{transfer_syntax.name}' is not supported by pydicom"
+        ) from exc
+    except RuntimeError as exc:
+        # pydicom 3 raises RuntimeError("Unable to decompress '<syntax>' pixel data because all
+        # plugins are missing dependencies ...") when no decoder plugin is installed.
+        decoder = get_decoder(transfer_syntax)
+        if not decoder.is_available:
+            missing = "; ".join(decoder.missing_dependencies) or "no plugin installed"
+            raise CXRDataError(
+                path,
+                f"cannot decode compressed pixel data ('{transfer_syntax.name}', {transfer_syntax}): "
+                f"no decoder installed ({missing}); {_decoder_install_hint(transfer_syntax)}",
+            ) from exc
+        raise CXRDataError(path, f"cannot decode image: {_reason(exc)}") from exc
+    except Exception as exc:  # truncated pixel data, inconsistent header, ...
+        raise CXRDataError(path, f"cannot decode image: {_reason(exc)}") from exc
+
+
+def _dicom_to_unit_range(pixels: np.ndarray, ds: pydicom.Dataset, path: Path) -> np.ndarray:
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(pixels, ds)
+        return _luminance(rgb) / float(np.iinfo(rgb.dtype).max)
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or pixels.ndim == 3:
+        if pixels.ndim != 3:
+            raise CXRDataError(
+                path, f"PhotometricInterpretation '{photometric}' but single-sample pixel data"
+            )
+        bits = int(ds.get("BitsStored", 8) or 8)
+        return np.clip(_luminance(pixels) / (2.0**bits - 1), 0.0, 1.0)
+
+    _require_finite(pixels, path)
+    values = apply_modality_lut(pixels, ds)
+    low, high = float(np.min(values)), float(np.max(values))
+    try:
+        if _has_voi_lut_sequence(ds) or _has_window(ds):
+            low, high = _voi_output_range(ds)
+            values = apply_voi_lut(values, ds)
+    except (ValueError, NotImplementedError, AttributeError, IndexError) as exc:
+        warnings.warn(
+            f"{path}: ignoring unusable VOI LUT/window ({_reason(exc)}), using min-max", stacklevel=4
+        )
+        low, high = float(np.min(values)), float(np.max(values))
+    values = np.asarray(values, dtype=np.float64)
+    if photometric == "MONOCHROME1":  # 0 = white: invert within the display range
+        values = (low + high) - values
+    if high <= low:
+        return np.zeros_like(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def _has_window(ds: pydicom.Dataset) -> bool:
+    return ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
+
+
+def _has_voi_lut_sequence(ds: pydicom.Dataset) -> bool:
+    sequence = ds.get("VOILUTSequence")
+    return bool(sequence) and None not in (sequence[0].get("LUTDescriptor"), sequence[0].get("LUTData"))
+
+
+def _voi_output_range(ds: pydicom.Dataset) -> tuple[float, float]:
+    """The (min, max) that pydicom's VOI step can output, found by probing it (as apply_voi_lut chooses)."""
+    from pydicom.pixels.processing import apply_voi, apply_windowing
+
+    if _has_voi_lut_sequence(ds):  # apply_voi_lut prefers the LUT over the window
+        entries, first_mapped, _ = ds.VOILUTSequence[0].LUTDescriptor
+        table = apply_voi(np.arange(first_mapped, first_mapped + (entries or 2**16)), ds)
+        return float(table.min()), float(table.max())
+    # far below / above any window: every VOI function (LINEAR, LINEAR_EXACT, SIGMOID) saturates
+    with np.errstate(over="ignore"):
+        low, high = apply_windowing(np.array([-1e300, 1e300]), ds)
+    return float(low), float(high)

@@ -1,0 +1,78 @@
+"""The training engine: MONAI's SupervisedTrainer with label masks and named loss terms.
+
+MONAI's ``SupervisedTrainer`` calls ``loss_function(pred, label)``. Chest X-ray
+labels come with a mask (unknown findings), and distillation losses are sums of
+named terms that users want to see one by one, so ``CXRTrainer`` overrides the
+iteration to call ``loss_function(pred, label, label_mask)`` and accepts either a
+tensor or a ``{name: tensor}`` dictionary from it (summed into ``loss``; every
+term is kept in ``engine.state.output["loss_terms"]`` for the handlers to log).
+Everything else (events, AMP, optimiser handling, handlers) is MONAI's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils.enums import CommonKeys as Keys
+
+__all__ = ["CXRTrainer", "LABEL_MASK", "LOSS_TERMS"]
+
+LABEL_MASK = "label_mask"
+LOSS_TERMS = "loss_terms"
+
+
+def batch_to_device(batchdata: dict[str, Any], device: torch.device | str, non_blocking: bool = False) -> tuple:
+    """Image, label and label mask of a batch on the device (mask of ones when the data has none)."""
+    images = batchdata[Keys.IMAGE].to(device, non_blocking=non_blocking)
+    labels = batchdata[Keys.LABEL].to(device, non_blocking=non_blocking).float()
+    mask = batchdata.get(LABEL_MASK)
+    mask = torch.ones_like(labels) if mask is None else mask.to(device, non_blocking=non_blocking).float()
+    return images, labels, mask
+
+
+class CXRTrainer(SupervisedTrainer):
+    """SupervisedTrainer whose loss sees the label mask and may return named terms.
+
+    Args: as :class:`monai.engines.SupervisedTrainer`; ``loss_function`` is called
+    as ``loss_function(logits, labels, label_mask)``.
+    """
+
+    def compute_loss_terms(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named loss terms of one batch; subclasses (distillation) add teacher terms."""
+        result = self.loss_function(logits, labels, mask)
+        return dict(result) if isinstance(result, dict) else {"hard": result}
+
+    def _iteration(self, engine: CXRTrainer, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        images, labels, mask = batch_to_device(batchdata, engine.state.device, engine.non_blocking)
+        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: labels, LABEL_MASK: mask}
+
+        def forward_and_loss() -> None:
+            logits = engine.inferer(images, engine.network)
+            engine.state.output[Keys.PRED] = logits
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            terms = engine.compute_loss_terms(logits, labels, mask, images)
+            engine.state.output[Keys.LOSS] = torch.stack([t.float() for t in terms.values()]).sum()
+            engine.state.output[LOSS_TERMS] = {name: float(t.detach()) for name, t in terms.items()}
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        if engine.amp and engine.scaler is not None:
+            with torch.autocast("cuda", **engine.amp_kwargs):
+                forward_and_loss()
+            engine.scaler.scale(engine.state.output[Keys.LOSS]).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            forward_and_loss()
+            engine.state.output[Keys.LOSS].backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

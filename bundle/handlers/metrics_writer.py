@@ -1,0 +1,72 @@
+"""Writes an evaluator's metrics to ``metrics.json`` and a readable report, atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from ignite.engine import Engine, Events
+
+__all__ = ["MetricsJSONWriter", "write_json_atomic"]
+
+
+def write_json_atomic(path: str | os.PathLike, content: Any) -> None:
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(content, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+class MetricsJSONWriter:
+    """At the end of each evaluation, write ``engine.state.metrics`` to ``<output_dir>/<filename>``
+    and the text classification report to ``<output_dir>/<report_filename>``.
+
+    Args:
+        output_dir: folder for the files.
+        filename: JSON file name.
+        report_filename: text report name (None: no text report).
+        only_best: write only when the evaluator's key metric improved (a validator
+            inside training), so the files always describe the best checkpoint.
+        extra: constant fields added to the JSON (e.g. the split name).
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        filename: str = "metrics.json",
+        report_filename: str | None = "report.txt",
+        only_best: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.filename, self.report_filename = filename, report_filename
+        self.only_best, self.extra = only_best, dict(extra or {})
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        state = engine.state
+        if self.only_best and getattr(state, "best_metric_epoch", None) not in (None, -1, state.epoch):
+            return
+        content = {name: _jsonable(v) for name, v in state.metrics.items() if isinstance(v, (int, float))}
+        report = getattr(state, "classification_report", None) or {}
+        content.update(self.extra)
+        content["confusion_matrix"] = report.get("confusion_matrix")
+        content["num_samples"] = report.get("num_samples")
+        if self.only_best:
+            content["epoch"] = state.epoch  # a validator's epoch is its trainer's
+        write_json_atomic(self.output_dir / self.filename, content)
+        if self.report_filename and report.get("report"):
+            tmp = self.output_dir / (self.report_filename + ".tmp")
+            tmp.write_text(report["report"])
+            os.replace(tmp, self.output_dir / self.report_filename)

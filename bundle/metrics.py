@@ -1,0 +1,188 @@
+"""Classification metrics for chest X-ray tasks, computed by scikit-learn.
+
+Two things MONAI's and Ignite's metrics do not do, and the reason this module
+exists: they ignore the *label mask* (unknown CheXpert labels must not count as
+negatives), and each computes one number, where a report needs per-class and
+macro AUC, precision, recall, F1, accuracy and confusion matrices from one pass.
+
+``classification_metrics`` is the pure function; ``ClassificationMetrics`` is the
+Ignite metric that accumulates an evaluator's outputs and puts the scalars in
+``engine.state.metrics`` (so MONAI's key-metric checkpointing, StatsHandler and
+TensorBoard see them) and the full report in ``engine.state.classification_report``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine
+from ignite.metrics import Metric
+from ignite.metrics.metric import reinit__is_reduced
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+__all__ = ["classification_metrics", "ClassificationMetrics", "probabilities"]
+
+
+def probabilities(logits: torch.Tensor | np.ndarray, task: str) -> np.ndarray:
+    """Sigmoid (multi-label) or softmax (multi-class) of logits, as a numpy array."""
+    logits = torch.as_tensor(logits, dtype=torch.float32)
+    return (torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, dim=1)).numpy()
+
+
+def _auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    # AUC is undefined when a class has no positive or no negative example among the known labels
+    return float(roc_auc_score(y_true, y_score)) if 0 < y_true.sum() < len(y_true) else math.nan
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def classification_metrics(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    mask: np.ndarray | None,
+    task: str,
+    class_names: Sequence[str],
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Per-class and macro metrics of one evaluation.
+
+    Args:
+        labels: (N, C) multi-hot (multi-label) or one-hot (multi-class) targets.
+        probs: (N, C) probabilities (sigmoid or softmax outputs).
+        mask: (N, C), 1 where the label is known; None = all known.
+        task: ``"multilabel"`` or ``"multiclass"``.
+        class_names: the C class names, used as keys.
+        threshold: decision threshold for multi-label predictions.
+
+    Returns:
+        ``{"scalars": {...}, "confusion_matrix": ..., "report": str}`` where
+        scalars holds ``auc_macro``, ``accuracy``, ``precision_macro``,
+        ``recall_macro``, ``f1_macro`` and ``auc/<class>``, ``f1/<class>``,
+        ``precision/<class>``, ``recall/<class>``. AUCs of classes without both
+        positives and negatives are NaN and left out of the macro average.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    mask = np.ones_like(labels) if mask is None else np.asarray(mask, dtype=np.float64)
+    names = list(class_names)
+    scalars: dict[str, float] = {}
+    if task == "multilabel":
+        aucs, accs, prec, rec, f1, support = [], [], [], [], [], []
+        confusion = {}
+        for c, name in enumerate(names):
+            known = mask[:, c] > 0
+            y, p = labels[known, c].astype(int), probs[known, c]
+            pred = (p >= threshold).astype(int)
+            aucs.append(_auc(y, p))
+            accs.append(float(accuracy_score(y, pred)) if known.any() else math.nan)
+            pc, rc, fc, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
+            prec.append(float(pc)), rec.append(float(rc)), f1.append(float(fc)), support.append(int(y.sum()))
+            confusion[name] = confusion_matrix(y, pred, labels=[0, 1]).tolist()
+        # sklearn's text report cannot skip unknown labels per class: same layout, masked numbers
+        width = max(len(n) for n in names)
+        rows = [f"{'':>{width}}  precision    recall  f1-score   support"]
+        rows += [f"{n:>{width}}  {a:9.2f} {b:9.2f} {c:9.2f} {s:9d}" for n, a, b, c, s in zip(names, prec, rec, f1, support)]
+        report = "\n".join(rows) + "\n"
+        accuracy = _nanmean(accs)  # mean per-finding accuracy over known labels
+    else:
+        known = mask.min(axis=1) > 0
+        y, p = labels[known].argmax(axis=1), probs[known]
+        pred = p.argmax(axis=1)
+        aucs = [_auc((y == c).astype(int), p[:, c]) for c in range(len(names))]
+        prec, rec, f1, _ = precision_recall_fscore_support(
+            y, pred, labels=list(range(len(names))), average=None, zero_division=0
+        )
+        prec, rec, f1 = prec.tolist(), rec.tolist(), f1.tolist()
+        confusion = confusion_matrix(y, pred, labels=list(range(len(names)))).tolist()
+        report = classification_report(y, pred, labels=list(range(len(names))), target_names=names, zero_division=0)
+        accuracy = float(accuracy_score(y, pred)) if len(y) else math.nan
+    scalars["auc_macro"] = _nanmean(aucs)
+    scalars["accuracy"] = accuracy
+    scalars["precision_macro"] = _nanmean(prec)
+    scalars["recall_macro"] = _nanmean(rec)
+    scalars["f1_macro"] = _nanmean(f1)
+    for name, auc, pc, rc, fc in zip(names, aucs, prec, rec, f1):
+        scalars[f"auc/{name}"] = auc
+        scalars[f"precision/{name}"] = pc
+        scalars[f"recall/{name}"] = rc
+        scalars[f"f1/{name}"] = fc
+    return {"scalars": scalars, "confusion_matrix": confusion, "report": report, "num_samples": int(len(labels))}
+
+
+def _from_output(output: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    return output["pred"], output["label"], output.get("label_mask")
+
+
+class ClassificationMetrics(Metric):
+    """Ignite metric over a whole evaluation run; its value is ``key`` (default ``auc_macro``).
+
+    Attach it as the MONAI evaluator's key metric under the same name as ``key``; all
+    other scalars land in ``engine.state.metrics`` beside it, and the full report
+    (confusion matrix, text report) in ``engine.state.classification_report``.
+
+    Config example::
+
+        "key_val_metric": {"auc_macro": {"_target_": "bundle.metrics.ClassificationMetrics",
+                                         "task": "@task", "class_names": "@class_names"}}
+    """
+
+    def __init__(
+        self,
+        task: str,
+        class_names: Sequence[str],
+        key: str = "auc_macro",
+        threshold: float = 0.5,
+        output_transform: Callable = _from_output,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.task, self.class_names, self.key, self.threshold = task, list(class_names), key, threshold
+        super().__init__(output_transform=output_transform, device=device)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._logits: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+        self._masks: list[torch.Tensor] = []
+
+    @reinit__is_reduced
+    def update(self, output: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> None:
+        logits, labels, mask = output
+        logits = torch.stack(list(logits)) if isinstance(logits, (list, tuple)) else logits
+        labels = torch.stack(list(labels)) if isinstance(labels, (list, tuple)) else labels
+        self._logits.append(logits.detach().float().cpu())
+        self._labels.append(labels.detach().float().cpu())
+        self._masks.append(torch.ones_like(self._labels[-1]) if mask is None else mask.detach().float().cpu())
+
+    def _gathered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        tensors = [torch.cat(items) for items in (self._logits, self._labels, self._masks)]
+        if self._device is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            from ignite.distributed import all_gather
+
+            tensors = [all_gather(t) for t in tensors]
+        return tuple(t.numpy() for t in tensors)  # type: ignore[return-value]
+
+    def report(self) -> dict[str, Any]:
+        logits, labels, mask = self._gathered()
+        return classification_metrics(labels, probabilities(logits, self.task), mask, self.task, self.class_names, self.threshold)
+
+    def compute(self) -> float:
+        return self.report()["scalars"][self.key]
+
+    def completed(self, engine: Engine, name: str) -> None:
+        report = self.report()
+        engine.state.metrics.update(report["scalars"])
+        engine.state.metrics[name] = report["scalars"][self.key]
+        engine.state.classification_report = report

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Creates .venv and installs the bundle with its test and export extras.
+# torch is pinned to 2.13.0 here: on the project's machines that version is a local CPU
+# build; pyproject.toml keeps a range for users who bring their own (e.g. CUDA) torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
+.venv/bin/python -m pip install --quiet -e ".[test,export]"

@@ -1,0 +1,31 @@
+"""Shared fixtures: where the real data lives, and how a missing copy is treated."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    """``$CXR_DATA_ROOT``, else ``<repo>/../shared/data``."""
+    return Path(os.environ.get("CXR_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))
+
+
+def require_shared(relative: str) -> Path:
+    """Path of a file under the real-data root; skip when absent, but fail under CI=true."""
+    path = data_root() / relative
+    if not path.exists():
+        message = f"real data missing: {path} (set CXR_DATA_ROOT)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return require_shared("")

@@ -1,0 +1,71 @@
+"""Hard-label loss and classification metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from bundle.losses import HardLabelLoss
+from bundle.metrics import classification_metrics
+
+
+def test_multilabel_loss_ignores_masked_labels():
+    logits = torch.tensor([[2.0, -1.0], [0.0, 3.0]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    # three known labels: BCE(2,1) + BCE(0,0) + BCE(3,1), averaged
+    expected = (math.log1p(math.exp(-2.0)) + math.log(2.0) + math.log1p(math.exp(-3.0))) / 3
+    assert HardLabelLoss("multilabel")(logits, target, mask).item() == pytest.approx(expected, rel=1e-6)
+    # the masked logit gets no gradient
+    logits.requires_grad_(True)
+    HardLabelLoss("multilabel")(logits, target, mask).backward()
+    assert logits.grad[0, 1].item() == 0.0
+
+
+def test_multiclass_loss_is_cross_entropy_of_one_hot_targets():
+    logits = torch.tensor([[1.0, 2.0, 0.5], [0.0, 0.0, 4.0]])
+    target = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    by_hand = [-(2.0 - math.log(math.exp(1.0) + math.exp(2.0) + math.exp(0.5))),
+               -(4.0 - math.log(2 + math.exp(4.0)))]
+    assert HardLabelLoss("multiclass")(logits, target).item() == pytest.approx(sum(by_hand) / 2, rel=1e-6)
+
+
+def test_class_weights_scale_terms():
+    logits, target = torch.zeros(1, 2), torch.tensor([[1.0, 1.0]])
+    loss = HardLabelLoss("multilabel", class_weights=[1.0, 3.0])(logits, target)
+    assert loss.item() == pytest.approx(math.log(2.0) * 4 / 2)
+
+
+def test_unknown_task_is_refused():
+    with pytest.raises(ValueError, match="task"):
+        HardLabelLoss("regression")
+
+
+def test_multilabel_metrics_skip_unknown_labels():
+    labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=float)
+    probs = np.array([[0.9, 0.2], [0.2, 0.7], [0.6, 0.9], [0.4, 0.95]])
+    mask = np.array([[1, 1], [1, 1], [1, 1], [1, 0]], dtype=float)
+    result = classification_metrics(labels, probs, mask, "multilabel", ["A", "B"])
+    s = result["scalars"]
+    assert s["auc/A"] == pytest.approx(1.0)
+    # the unknown 4th label of B (a confident false positive if it counted) is left out
+    assert s["auc/B"] == pytest.approx(roc_auc_score([0, 1, 1], [0.2, 0.7, 0.9]))
+    assert s["auc_macro"] == pytest.approx((s["auc/A"] + s["auc/B"]) / 2)
+    assert s["accuracy"] == pytest.approx((1.0 + 1.0) / 2)
+    assert result["confusion_matrix"]["B"] == [[1, 0], [0, 2]]
+
+
+def test_multiclass_metrics_and_nan_auc_for_absent_class():
+    labels = np.eye(3)[[0, 1, 1, 0]]
+    probs = np.array([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.5, 0.4, 0.1], [0.7, 0.2, 0.1]])
+    result = classification_metrics(labels, probs, None, "multiclass", ["N", "P", "C"])
+    s = result["scalars"]
+    assert s["accuracy"] == pytest.approx(0.75)
+    assert math.isnan(s["auc/C"])  # no example of class C: AUC undefined, not 0.5
+    assert s["auc_macro"] == pytest.approx(np.mean([s["auc/N"], s["auc/P"]]))
+    assert result["confusion_matrix"] == [[2, 0, 0], [1, 1, 0], [0, 0, 0]]
+    assert "precision" in result["report"]

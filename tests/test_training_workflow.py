@@ -1,0 +1,88 @@
+"""The main job end to end: `monai.bundle run training --config_file configs/student.json`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from bundle.data import CXRDataError
+from conftest import REPO_ROOT, require_shared
+
+TINY = {"dataset_options": {"num_images": 24}, "image_size": 32, "batch_size": 8, "max_epochs": 2, "num_workers": 0}
+
+
+def run_student(output_dir, **overrides):
+    """Run the student config's `training` id in this process (from the bundle root, as users do)."""
+    cwd = os.getcwd()
+    os.chdir(REPO_ROOT)
+    try:
+        workflow = ConfigWorkflow(
+            config_file="configs/student.json",
+            meta_file="configs/metadata.json",
+            logging_file="configs/logging.conf",
+            workflow_type="train",
+            run_id="training",
+            output_dir=str(output_dir),
+            device="cpu",
+            **{**TINY, **overrides},
+        )
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+    finally:
+        os.chdir(cwd)
+    return workflow
+
+
+def test_student_trains_on_synthetic_default_and_writes_outputs(tmp_path):
+    run_student(tmp_path)
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "model_final.pt").is_file()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("auc_macro", "accuracy", "f1_macro", "auc/Nodule", "auc/Cardiomegaly"):
+        assert key in metrics
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["split"] == "validation"
+    assert "precision" in (tmp_path / "report.txt").read_text()
+    assert "Epoch[1] Metrics" in (tmp_path / "log.txt").read_text()
+    # the checkpoint is the student's state dict and loads back into the network
+    from bundle.networks import ThreeConvStudent
+
+    ThreeConvStudent(1, 5).load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    # the phantoms were cached under the output directory
+    assert list((tmp_path / "cache").rglob("datalist.json"))
+
+
+def test_student_trains_on_real_pneumoniamnist_multiclass(tmp_path):
+    npz_dir = require_shared("pneumoniamnist")
+    run_student(tmp_path, dataset="pneumoniamnist", dataset_dir=str(npz_dir), image_size=28, max_images=64,
+                max_epochs=1)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics["class_names"]) == {"Normal", "Pneumonia"}
+    assert len(metrics["confusion_matrix"]) == 2 and metrics["num_samples"] == 64
+
+
+def test_unknown_dataset_is_reported_before_training(tmp_path):
+    with pytest.raises(Exception) as info:
+        run_student(tmp_path, dataset="imagenet")
+    chain, err = [], info.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    assert any(isinstance(e, CXRDataError) and "imagenet" in str(e) and "pneumoniamnist" in str(e) for e in chain)
+    assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_readme_command_runs_as_a_cli(tmp_path):
+    """The README's main command itself (shortened by command-line overrides)."""
+    command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/student.json",
+               "--output_dir", str(tmp_path), "--image_size", "32", "--max_epochs", "1", "--batch_size", "8",
+               "--dataset_options", "{'num_images': 20}", "--device", "cpu"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "metrics.json").is_file()
