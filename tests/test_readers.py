@@ -79,7 +79,8 @@ def assert_error(exc_info: pytest.ExceptionInfo, path: Path | str, *fragments: s
 
 
 def test_synonyms_map_to_one_canonical_name():
-    for name in ("Pleural Effusion", "Effusion", "Pleural effusion", "pleural_effusion", " PLEURAL  EFFUSION"):
+    names = ("Pleural Effusion", "Effusion", "Pleural effusion", "pleural_effusion", " PLEURAL  EFFUSION")
+    for name in names:
         assert canonical_finding(name) == "Pleural Effusion"
     assert canonical_finding("Infiltrate") == canonical_finding("infiltration") == "Infiltration"
     assert canonical_finding("Pleural_Thickening") == canonical_finding("Pleural thickening")
@@ -197,7 +198,7 @@ def test_chexpert_check_files_at_full_scale(tmp_path):
     with pytest.raises(CXRDataError) as exc_info:
         read_chexpert(shared(CHEXPERT_CSV), tmp_path)
     assert_error(
-        exc_info, shared(CHEXPERT_CSV), "191009 of 191010 images do not exist", "patient00002/study2/view1_frontal.jpg"
+        exc_info, shared(CHEXPERT_CSV), "191009 of 191010 images do not exist", "patient00002/study2/view1_"
     )
     assert time.perf_counter() - start < 10
 
@@ -645,9 +646,8 @@ def test_csv_datalist_bad_inputs(tmp_path):
     csv.write_text("image,Nodule\na.png,1\nb.png,0\na.png,1\nb.png,0\nc.png,1\n")
     with pytest.raises(CXRDataError) as exc_info:
         read_csv_datalist(csv, label_columns=["Nodule"], check_files=False)
-    assert_error(
-        exc_info, csv, "2 duplicate rows with the same 'image'", "'a.png' at row 1 (line 2) and row 3 (line 4)"
-    )
+    example = "'a.png' at row 1 (line 2) and row 3 (line 4)"
+    assert_error(exc_info, csv, "2 duplicate rows with the same 'image'", example)
     csv.write_text("image,Nodule\na.png,1\nb.png,yes\n")
     with pytest.raises(CXRDataError) as exc_info:
         read_csv_datalist(csv, label_columns=["Nodule"], check_files=False)
