@@ -1,5 +1,17 @@
-"""Distillation plumbing: intermediate features by forward hooks, and adapters between feature maps."""
+"""Distillation: the frozen-teacher loss terms (``Distiller``), feature hooks and adapters."""
 
+from .distiller import Distiller, freeze, load_frozen, make_distiller, trainable_parameters
 from .features import FeatureAdapter, FeatureHooks, adapter_key, build_adapters, probe_feature_shapes
 
-__all__ = ["FeatureAdapter", "FeatureHooks", "adapter_key", "build_adapters", "probe_feature_shapes"]
+__all__ = [
+    "Distiller",
+    "freeze",
+    "load_frozen",
+    "make_distiller",
+    "trainable_parameters",
+    "FeatureAdapter",
+    "FeatureHooks",
+    "adapter_key",
+    "build_adapters",
+    "probe_feature_shapes",
+]

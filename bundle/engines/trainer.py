@@ -34,16 +34,29 @@ def batch_to_device(batchdata: dict[str, Any], device: torch.device | str, non_b
 
 
 class CXRTrainer(SupervisedTrainer):
-    """SupervisedTrainer whose loss sees the label mask and may return named terms.
+    """SupervisedTrainer whose loss sees the label mask, with optional distillation.
 
-    Args: as :class:`monai.engines.SupervisedTrainer`; ``loss_function`` is called
-    as ``loss_function(logits, labels, label_mask)``.
+    Args:
+        distiller: a :class:`bundle.distill.Distiller` (frozen teacher, soft-label and
+            feature terms); None trains on hard labels alone.
+        others: as :class:`monai.engines.SupervisedTrainer`; ``loss_function`` is called
+            as ``loss_function(logits, labels, label_mask)``.
     """
 
-    def compute_loss_terms(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named loss terms of one batch; subclasses (distillation) add teacher terms."""
+    def __init__(self, *args: Any, distiller: torch.nn.Module | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.distiller = distiller
+
+    def compute_loss_terms(
+        self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, images: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Named loss terms of one batch: ``hard``, then the distiller's (``soft``, ``feature/<layer>``)."""
         result = self.loss_function(logits, labels, mask)
-        return dict(result) if isinstance(result, dict) else {"hard": result}
+        terms = dict(result) if isinstance(result, dict) else {"hard": result}
+        if self.distiller is not None:
+            terms["hard"] = self.distiller.weights["hard"] * terms["hard"]
+            terms.update(self.distiller(images, logits))
+        return terms
 
     def _iteration(self, engine: CXRTrainer, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
         if batchdata is None:
@@ -61,6 +74,8 @@ class CXRTrainer(SupervisedTrainer):
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
         engine.network.train()
+        if engine.distiller is not None:
+            engine.distiller.train()  # adapters train; the teacher stays in eval mode
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         if engine.amp and engine.scaler is not None:
             with torch.autocast("cuda", **engine.amp_kwargs):

@@ -1,4 +1,4 @@
-"""Logs every named loss term, every iteration, to TensorBoard and (optionally) MLflow."""
+"""Logs every named loss term: each iteration to TensorBoard, each epoch's mean to the run log."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class LossTermsLogger:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self._log)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._summarise)
 
     def _reset(self, engine: Engine) -> None:
         self._sums: dict[str, float] = {}
@@ -43,3 +44,7 @@ class LossTermsLogger:
             if self.writer is not None:
                 self.writer.add_scalar(f"loss/{name}", value, engine.state.iteration)
         engine.state.loss_term_means = {name: total / self._count for name, total in self._sums.items()}
+
+    def _summarise(self, engine: Engine) -> None:
+        means = ", ".join(f"{name}={value:.4f}" for name, value in engine.state.loss_term_means.items())
+        engine.logger.info(f"Epoch[{engine.state.epoch}] loss terms (epoch mean): {means}")

@@ -1,0 +1,49 @@
+"""The teacher: an ensemble of networks whose logits are averaged.
+
+Bandyopadhyay et al. use an EfficientNet-B6 + B7 ensemble; here the members are
+MONAI ``EfficientNetBN`` models named in the config, so the paper's teacher is
+``--teacher_members "['efficientnet-b6', 'efficientnet-b7']"`` and the CPU-sized
+default is B0 + B1. Members are ``members.0``, ``members.1`` ..., so feature hooks
+name e.g. ``members.0._blocks.2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.nets import EfficientNetBN
+from torch import nn
+
+__all__ = ["EnsembleNetwork", "EfficientNetEnsemble"]
+
+
+class EnsembleNetwork(nn.Module):
+    """Mean of the members' logits."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(dim=0)
+
+
+class EfficientNetEnsemble(EnsembleNetwork):
+    """Ensemble of MONAI EfficientNets, trained from scratch (no weights are downloaded).
+
+    Args:
+        model_names: e.g. ``["efficientnet-b0", "efficientnet-b1"]`` (paper: b6 and b7).
+        in_channels: image channels.
+        out_channels: classes.
+    """
+
+    def __init__(self, model_names: Sequence[str] = ("efficientnet-b0", "efficientnet-b1"),
+                 in_channels: int = 1, out_channels: int = 2) -> None:
+        super().__init__([
+            EfficientNetBN(name, pretrained=False, progress=False, spatial_dims=2, in_channels=in_channels,
+                           num_classes=out_channels)
+            for name in model_names
+        ])

@@ -1,0 +1,78 @@
+"""Teacher -> assistant -> student, one short run each, in both task modes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from conftest import REPO_ROOT
+
+TINY = {"dataset_options": {"num_images": 24, "source_size": 64}, "image_size": 32, "batch_size": 8,
+        "max_epochs": 1, "num_workers": 0, "device": "cpu", "teacher_members": ["efficientnet-b0"]}
+
+
+def run_stage(stage: str, output_dir, **overrides) -> ConfigWorkflow:
+    cwd = os.getcwd()
+    os.chdir(REPO_ROOT)
+    try:
+        workflow = ConfigWorkflow(config_file=f"configs/{stage}.json", meta_file="configs/metadata.json",
+                                  workflow_type="train", run_id="training", output_dir=str(output_dir),
+                                  **{**TINY, **overrides})
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+    finally:
+        os.chdir(cwd)
+    return workflow
+
+
+def _terms(workflow: ConfigWorkflow) -> dict[str, float]:
+    return workflow.parser.get_parsed_content("train#trainer").state.loss_term_means
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "synthetic_binary"])
+def test_chain_runs_and_logs_every_term(tmp_path, dataset):
+    teacher = run_stage("teacher", tmp_path / "teacher", dataset=dataset)
+    assert set(_terms(teacher)) == {"hard"}
+    teacher_ckpt = tmp_path / "teacher" / "model.pt"
+
+    assistant = run_stage("assistant", tmp_path / "assistant", dataset=dataset, teacher_ckpt=str(teacher_ckpt))
+    terms = _terms(assistant)
+    assert {"hard", "soft", "feature/features.denseblock1", "feature/features.denseblock3"} <= set(terms)
+    # the frozen teacher is exactly the checkpoint it was loaded from: training the assistant moved nothing
+    distiller = assistant.parser.get_parsed_content("distiller")
+    saved = torch.load(teacher_ckpt, weights_only=True)
+    for name, value in distiller.teacher.state_dict().items():
+        assert torch.equal(value.cpu(), saved[name]), name
+    assert not distiller.teacher.training
+    assert all(not p.requires_grad for p in distiller.teacher.parameters())
+
+    student = run_stage("student", tmp_path / "student", dataset=dataset,
+                        assistant_ckpt=str(tmp_path / "assistant" / "model.pt"))
+    terms = _terms(student)
+    assert {"hard", "soft", "feature/conv1", "feature/conv2", "feature/conv3"} <= set(terms)
+    assert all(torch.isfinite(torch.tensor(v)) for v in terms.values())
+    # the student's checkpoint holds the student alone (no teacher, no adapters)
+    state = torch.load(tmp_path / "student" / "model.pt", weights_only=True)
+    assert set(state) == set(student.parser.get_parsed_content("network").state_dict())
+
+
+def test_student_directly_from_teacher(tmp_path):
+    run_stage("teacher", tmp_path / "teacher")
+    student = run_stage("student", tmp_path / "student", teacher_ckpt=str(tmp_path / "teacher" / "model.pt"))
+    assert {"soft", "feature/conv1"} <= set(_terms(student))
+
+
+def test_missing_teacher_checkpoint_is_a_clear_error(tmp_path):
+    missing = tmp_path / "nowhere" / "model.pt"
+    with pytest.raises(Exception) as info:
+        run_stage("assistant", tmp_path / "assistant", teacher_ckpt=str(missing))
+    chain, err = [], info.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    found = [e for e in chain if isinstance(e, FileNotFoundError)]
+    assert found and str(missing) in str(found[0]) and "configs/teacher.json" in str(found[0])
