@@ -34,10 +34,11 @@ def test_multiclass_loss_is_cross_entropy_of_one_hot_targets():
     assert HardLabelLoss("multiclass")(logits, target).item() == pytest.approx(sum(by_hand) / 2, rel=1e-6)
 
 
-def test_class_weights_scale_terms():
-    logits, target = torch.zeros(1, 2), torch.tensor([[1.0, 1.0]])
-    loss = HardLabelLoss("multilabel", class_weights=[1.0, 3.0])(logits, target)
-    assert loss.item() == pytest.approx(math.log(2.0) * 4 / 2)
+def test_class_weights_weight_positive_examples_in_multilabel():
+    logits, target = torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])
+    loss = HardLabelLoss("multilabel", class_weights=[3.0, 3.0])(logits, target)
+    # pos_weight scales the positive label's term only
+    assert loss.item() == pytest.approx((3 * math.log(2.0) + math.log(2.0)) / 2)
 
 
 def test_unknown_task_is_refused():

@@ -86,3 +86,23 @@ def test_readme_command_runs_as_a_cli(tmp_path):
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "metrics.json").is_file()
+
+
+def test_evaluate_config_reports_the_test_split(tmp_path):
+    run_student(tmp_path, dataset="synthetic_binary", dataset_options={"num_images": 40})
+    cwd = os.getcwd()
+    os.chdir(REPO_ROOT)
+    try:
+        workflow = ConfigWorkflow(config_file=["configs/student.json", "configs/evaluate.json"],
+                                  meta_file="configs/metadata.json", workflow_type="eval", run_id="evaluating",
+                                  output_dir=str(tmp_path), device="cpu",
+                                  **{**TINY, "dataset": "synthetic_binary", "dataset_options": {"num_images": 40}})
+        workflow.initialize()
+        workflow.run()
+    finally:
+        os.chdir(cwd)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    test_size = len(workflow.parser.get_parsed_content("data#splits").test)
+    assert metrics["split"] == "test" and metrics["num_samples"] == test_size
+    assert sum(map(sum, metrics["confusion_matrix"])) == test_size
+    assert "Normal" in (tmp_path / "eval" / "report.txt").read_text()

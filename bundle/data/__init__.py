@@ -1,5 +1,6 @@
 """The data layer: image loading, readers of real data sets, synthetic phantoms, splits."""
 
+from .balance import balanced_class_weights, balanced_sampler
 from .check import check_records, check_splits
 from .datalist import Datalist
 from .errors import CXRDataError
@@ -8,6 +9,8 @@ from .phantoms import make_phantom_datalist, render_phantom
 from .sources import DATASETS, DataSplits, load_splits
 
 __all__ = [
+    "balanced_class_weights",
+    "balanced_sampler",
     "check_records",
     "check_splits",
     "Datalist",
