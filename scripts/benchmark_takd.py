@@ -1,0 +1,138 @@
+"""Teacher -> assistant -> student on a real data set: the paper's Table 1, with seeds.
+
+Trains and tests, for each seed: the teacher, the assistant (from the teacher), the
+student alone, the student from the teacher and the student from the assistant, each
+with the bundle's own configs (``configs/<stage>.json`` + ``configs/evaluate.json``),
+and reports test AUC, accuracy and F1 (mean and std over seeds), parameters and
+training time::
+
+    python scripts/benchmark_takd.py --dataset pneumoniamnist --dataset_dir ../shared/data/pneumoniamnist \\
+        --seeds 3 --out docs/results/takd_pneumoniamnist.json
+
+The JSON is rewritten after every model, so an interrupted run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# (name, stage config, which checkpoint it learns from)
+MODELS = (
+    ("teacher", "teacher", None),
+    ("assistant", "assistant", ("teacher_ckpt", "teacher")),
+    ("student alone", "student", None),
+    ("student from teacher", "student", ("teacher_ckpt", "teacher")),
+    ("student from assistant", "student", ("assistant_ckpt", "assistant")),
+)
+
+
+def run_workflow(config_file: Any, run_id: str, overrides: dict[str, Any]) -> Any:
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(config_file=config_file, meta_file="configs/metadata.json",
+                              workflow_type="train" if run_id == "training" else "eval", run_id=run_id, **overrides)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def train_and_test(stage: str, output_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    settings = {**overrides, "output_dir": str(output_dir)}
+    start = time.perf_counter()
+    workflow = run_workflow(f"configs/{stage}.json", "training", settings)
+    seconds = time.perf_counter() - start
+    network = workflow.parser.get_parsed_content("network")
+    run_workflow([f"configs/{stage}.json", "configs/evaluate.json"], "evaluating", settings)
+    metrics = json.loads((output_dir / "eval" / "metrics.json").read_text())
+    return {
+        "auc_macro": metrics["auc_macro"],
+        "accuracy": metrics["accuracy"],
+        "f1_macro": metrics["f1_macro"],
+        "precision_macro": metrics["precision_macro"],
+        "recall_macro": metrics["recall_macro"],
+        "parameters": sum(p.numel() for p in network.parameters()),
+        "train_seconds": round(seconds, 1),
+    }
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    summary = {}
+    for name, results in runs.items():
+        row: dict[str, Any] = {"seeds": len(results), "parameters": results[0]["parameters"]}
+        for key in ("auc_macro", "accuracy", "f1_macro", "train_seconds"):
+            values = [r[key] for r in results]
+            row[key] = statistics.fmean(values)
+            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary[name] = row
+    return summary
+
+
+def table(summary: dict[str, dict[str, Any]]) -> str:
+    lines = ["| model | test AUC | accuracy | F1 (macro) | parameters | training time (s) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, r in summary.items():
+        lines.append(
+            f"| {name} | {r['auc_macro']:.3f} ± {r['auc_macro_std']:.3f} | {r['accuracy']:.3f} ± {r['accuracy_std']:.3f} "
+            f"| {r['f1_macro']:.3f} ± {r['f1_macro_std']:.3f} | {r['parameters']:,} | {r['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="pneumoniamnist")
+    parser.add_argument("--dataset_dir", default=None)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", default="docs/results/takd.json")
+    parser.add_argument("--work_dir", default="outputs/benchmark_takd")
+    parser.add_argument("--image_size", type=int, default=32,
+                        help="28 px MedMNIST images are resized to this (MONAI EfficientNet-B0 needs >= 32)")
+    parser.add_argument("--teacher_epochs", type=int, default=8)
+    parser.add_argument("--assistant_epochs", type=int, default=8)
+    parser.add_argument("--student_epochs", type=int, default=15)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--max_images", type=int, default=None, help="cap per split, for a quick check")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", nargs="*", default=[m[0] for m in MODELS])
+    args = parser.parse_args(argv)
+
+    os.chdir(REPO_ROOT)
+    out = Path(args.out)
+    epochs = {"teacher": args.teacher_epochs, "assistant": args.assistant_epochs, "student": args.student_epochs}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for seed in range(args.seeds):
+        seed_dir = Path(args.work_dir) / f"seed{seed}"
+        for name, stage, source in MODELS:
+            if name not in args.models:
+                continue
+            overrides: dict[str, Any] = {
+                "dataset": args.dataset, "dataset_dir": args.dataset_dir, "image_size": args.image_size,
+                "batch_size": args.batch_size, "max_epochs": epochs[stage], "seed": seed, "device": args.device,
+                "max_images": args.max_images,
+            }
+            if source is not None:
+                overrides[source[0]] = str(seed_dir / source[1] / "model.pt")
+            print(f"[seed {seed}] {name} ...", flush=True)
+            result = train_and_test(stage, seed_dir / name.replace(" ", "_"), overrides)
+            runs.setdefault(name, []).append({"seed": seed, **result})
+            print(f"[seed {seed}] {name}: {json.dumps(result)}", flush=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "dataset": args.dataset,
+                      "settings": vars(args), "runs": runs, "summary": summarise(runs)}
+            out.write_text(json.dumps(report, indent=2))
+    print(table(summarise(runs)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
