@@ -29,3 +29,22 @@ def require_shared(relative: str) -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return require_shared("")
+
+
+def run_bundle(config_file: str | list[str], run_id: str, output_dir, **overrides):
+    """Run a bundle config id in this process, from the bundle root, as `monai.bundle run` does."""
+    from monai.bundle import ConfigWorkflow
+
+    cwd = os.getcwd()
+    os.chdir(REPO_ROOT)
+    try:
+        workflow = ConfigWorkflow(config_file=config_file, meta_file="configs/metadata.json",
+                                  logging_file="configs/logging.conf",
+                                  workflow_type="train" if run_id == "training" else "eval", run_id=run_id,
+                                  output_dir=str(output_dir), **overrides)
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+    finally:
+        os.chdir(cwd)
+    return workflow

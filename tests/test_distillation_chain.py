@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from conftest import REPO_ROOT
+from conftest import run_bundle
 
 TINY = {"dataset_options": {"num_images": 24, "source_size": 64}, "image_size": 32, "batch_size": 8,
         "max_epochs": 1, "num_workers": 0, "device": "cpu", "teacher_members": ["efficientnet-b0"]}
 
 
 def run_stage(stage: str, output_dir, **overrides) -> ConfigWorkflow:
-    cwd = os.getcwd()
-    os.chdir(REPO_ROOT)
-    try:
-        workflow = ConfigWorkflow(config_file=f"configs/{stage}.json", meta_file="configs/metadata.json",
-                                  workflow_type="train", run_id="training", output_dir=str(output_dir),
-                                  **{**TINY, **overrides})
-        workflow.initialize()
-        workflow.run()
-        workflow.finalize()
-    finally:
-        os.chdir(cwd)
-    return workflow
+    return run_bundle(f"configs/{stage}.json", "training", output_dir, **{**TINY, **overrides})
 
 
 def _terms(workflow: ConfigWorkflow) -> dict[str, float]:

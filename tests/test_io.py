@@ -18,36 +18,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
+from conftest import require_shared
 from bundle.data.errors import CXRDataError
 from bundle.data.io import LoadCXR, LoadCXRd, array_to_cxr, load_cxr, read_dicom_header
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
-
-
-# ----------------------------------------------------------------------------------------------
-# shared real data (to move to conftest.py)
-
-
-def shared_data_root() -> Path:
-    """The real-data folder (CXR_DATA_ROOT, default <repo>/../shared/data); skip if absent, fail under CI."""
-    root = Path(os.environ.get("CXR_DATA_ROOT", REPO_ROOT.parent / "shared" / "data")).resolve()
-    if not root.is_dir():
-        message = f"shared data folder {root} not found (set CXR_DATA_ROOT)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return root
-
-
-def shared_file(relative: str) -> Path:
-    path = shared_data_root() / relative
-    if not path.is_file():
-        message = f"shared data file {path} not found"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 CHEST_DICOM = "dicom/chest_cr_monochrome1.dcm"
@@ -57,7 +33,7 @@ TIBIA_DICOM_J2K = "dicom/tibia_cr_not_chest_j2k.dcm"
 
 @pytest.fixture(scope="module")
 def chest_dicom_image() -> np.ndarray:
-    return load_cxr(shared_file(CHEST_DICOM))
+    return load_cxr(require_shared(CHEST_DICOM))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,13 +109,13 @@ def test_chest_dicom_uses_the_window_not_min_max(chest_dicom_image):
 
 @pytest.mark.shared_data
 def test_jpeg2000_dicom_gives_the_same_pixels_as_uncompressed(chest_dicom_image):
-    compressed = load_cxr(shared_file(CHEST_DICOM_J2K))
+    compressed = load_cxr(require_shared(CHEST_DICOM_J2K))
     np.testing.assert_array_equal(compressed, chest_dicom_image)
 
 
 @pytest.mark.shared_data
 def test_non_chest_dicom_is_refused_naming_body_part_and_file():
-    path = shared_file(TIBIA_DICOM_J2K)
+    path = require_shared(TIBIA_DICOM_J2K)
     with pytest.raises(CXRDataError, match="EXTREMITY") as info:
         load_cxr(path)
     assert str(path) in str(info.value)
@@ -148,7 +124,7 @@ def test_non_chest_dicom_is_refused_naming_body_part_and_file():
 
 @pytest.mark.shared_data
 def test_non_chest_dicom_loads_with_warning_when_not_required():
-    path = shared_file(TIBIA_DICOM_J2K)
+    path = require_shared(TIBIA_DICOM_J2K)
     with pytest.warns(UserWarning, match="EXTREMITY"):
         image = load_cxr(path, require_chest=False)
     assert image.shape == (1760, 1760)
@@ -158,7 +134,7 @@ def test_non_chest_dicom_loads_with_warning_when_not_required():
 
 @pytest.mark.shared_data
 def test_compressed_dicom_without_decoder_names_file_and_transfer_syntax(monkeypatch):
-    path = shared_file(CHEST_DICOM_J2K)
+    path = require_shared(CHEST_DICOM_J2K)
     decoder = get_decoder(JPEG2000Lossless)
     # what pydicom sees when neither pylibjpeg, Pillow's openjpeg nor gdcm is installed
     monkeypatch.setattr(decoder, "_available", {})
@@ -180,7 +156,7 @@ def test_compressed_dicom_without_decoder_names_file_and_transfer_syntax(monkeyp
 
 @pytest.mark.shared_data
 def test_dicom_without_pixel_data_is_refused(tmp_path):
-    header = read_dicom_header(shared_file(CHEST_DICOM))
+    header = read_dicom_header(require_shared(CHEST_DICOM))
     assert "PixelData" not in header
     assert header.BodyPartExamined == "CHEST"
     path = tmp_path / "header_only.dcm"
@@ -561,7 +537,7 @@ def test_load_cxrd_on_a_uint8_array(tmp_path):
 
 @pytest.mark.shared_data
 def test_load_cxrd_on_real_medmnist_entries():
-    data = np.load(shared_file("pneumoniamnist/pneumoniamnist.npz"))
+    data = np.load(require_shared("pneumoniamnist/pneumoniamnist.npz"))
     pixels = data["train_images"][:3]
     transform = LoadCXRd()
     for entry in pixels:
@@ -572,7 +548,7 @@ def test_load_cxrd_on_real_medmnist_entries():
 
 @pytest.mark.shared_data
 def test_real_nih_png_loads():
-    path = shared_file("nih_sample/images/00000001_000.png")
+    path = require_shared("nih_sample/images/00000001_000.png")
     image = load_cxr(path)
     assert image.shape == (1024, 1024)
     np.testing.assert_allclose(image, np.asarray(Image.open(path).convert("L")) / 255.0, atol=1e-7)
@@ -616,7 +592,7 @@ def test_array_colour_and_errors():
 @pytest.mark.shared_data
 def test_load_cxr_transform_on_real_dicom_path_with_require_chest_false(tmp_path):
     path = tmp_path / "tibia.dcm"
-    shutil.copy(shared_file(TIBIA_DICOM_J2K), path)
+    shutil.copy(require_shared(TIBIA_DICOM_J2K), path)
     with pytest.raises(CXRDataError, match="EXTREMITY"):
         LoadCXR()(path)
     with pytest.warns(UserWarning, match="EXTREMITY"):

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import require_shared
 from bundle.data.datalist import VIEWS, Datalist
 from bundle.data.errors import CXRDataError
 from bundle.data.readers import (
@@ -39,25 +40,12 @@ from bundle.data.vocabulary import (
     canonical_finding,
 )
 
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-DATA_ROOT = Path(os.environ.get("CXR_DATA_ROOT", DEFAULT_DATA_ROOT))
 CHEXPERT_CSV = "labels/chexpert_train.csv.gz"
 NIH_CSV = "labels/nih_Data_Entry_2017_v2020.csv.gz"
 NIH_BBOX = "labels/nih_BBox_List_2017.csv.gz"
 VINDR_CSV = "labels/vindr_cxr_train_annotations.csv.gz"
 NIH_SAMPLES = ("00000001_000.png", "00000002_000.png", "00000013_003.png")
 PATHOLOGIES = [c for c in CHEXPERT_FINDINGS if c not in ("No Finding", "Support Devices")]
-
-
-def shared(relative: str) -> Path:
-    """A path under the real data root: skip if missing (fail under CI=true)."""
-    path = DATA_ROOT / relative
-    if not path.exists():
-        message = f"real data {path} not found (set CXR_DATA_ROOT)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def arrays(datalist: Datalist | list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -111,13 +99,13 @@ def test_finding_groups_are_canonical():
 
 @pytest.fixture(scope="module")
 def chexpert_df() -> pd.DataFrame:
-    return pd.read_csv(shared(CHEXPERT_CSV))
+    return pd.read_csv(require_shared(CHEXPERT_CSV))
 
 
 @pytest.fixture(scope="module")
 def chexpert_frontal() -> tuple[Datalist, float]:
     start = time.perf_counter()
-    datalist = read_chexpert(shared(CHEXPERT_CSV), "/data/chexpert", check_files=False)  # PA + AP, "ignore"
+    datalist = read_chexpert(require_shared(CHEXPERT_CSV), "/data/chexpert", check_files=False)  # PA + AP, "ignore"
     return datalist, time.perf_counter() - start
 
 
@@ -196,9 +184,9 @@ def test_chexpert_check_files_at_full_scale(tmp_path):
     (tmp_path / "train" / "patient00001" / "study1" / "view1_frontal.jpg").write_bytes(b"")
     start = time.perf_counter()
     with pytest.raises(CXRDataError) as exc_info:
-        read_chexpert(shared(CHEXPERT_CSV), tmp_path)
+        read_chexpert(require_shared(CHEXPERT_CSV), tmp_path)
     assert_error(
-        exc_info, shared(CHEXPERT_CSV), "191009 of 191010 images do not exist", "patient00002/study2/view1_"
+        exc_info, require_shared(CHEXPERT_CSV), "191009 of 191010 images do not exist", "patient00002/study2/view1_"
     )
     assert time.perf_counter() - start < 10
 
@@ -214,7 +202,7 @@ def test_chexpert_ignore_policy_counts(chexpert_df, chexpert_frontal):
 
 @pytest.mark.shared_data
 def test_chexpert_zeros_policy_all_views(chexpert_df):
-    datalist = read_chexpert(shared(CHEXPERT_CSV), check_files=False, views=None, uncertain="zeros")
+    datalist = read_chexpert(require_shared(CHEXPERT_CSV), check_files=False, views=None, uncertain="zeros")
     assert len(datalist) == 223_414
     assert {r["view"] for r in datalist.records} == {"AP", "PA", "LATERAL", "LL", "UNKNOWN"}
     label, mask = arrays(datalist)
@@ -229,7 +217,7 @@ def test_chexpert_zeros_policy_all_views(chexpert_df):
 @pytest.mark.shared_data
 def test_chexpert_ones_policy_blank_negative(chexpert_df):
     datalist = read_chexpert(
-        shared(CHEXPERT_CSV), check_files=False, views=None, uncertain="ones", blank="negative"
+        require_shared(CHEXPERT_CSV), check_files=False, views=None, uncertain="ones", blank="negative"
     )
     label, mask = arrays(datalist)
     counts = measured_counts(label, mask)
@@ -318,12 +306,12 @@ def test_chexpert_missing_columns_and_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def nih() -> Datalist:
-    return read_nih(shared(NIH_CSV), "/data/nih", bbox_csv=shared(NIH_BBOX), check_files=False)
+    return read_nih(require_shared(NIH_CSV), "/data/nih", bbox_csv=require_shared(NIH_BBOX), check_files=False)
 
 
 @pytest.mark.shared_data
 def test_nih_label_counts_match_finding_strings(nih):
-    df = pd.read_csv(shared(NIH_CSV))
+    df = pd.read_csv(require_shared(NIH_CSV))
     assert len(nih) == len(df) == 112_120
     assert nih.class_names == list(NIH_FINDINGS) and "No Finding" not in nih.class_names
     raw = df["Finding Labels"].str.split("|").explode().value_counts()
@@ -342,8 +330,8 @@ def test_nih_label_counts_match_finding_strings(nih):
 
 @pytest.mark.shared_data
 def test_nih_boxes_attached(nih):
-    raw = pd.read_csv(shared(NIH_BBOX))
-    boxes = read_nih_boxes(shared(NIH_BBOX))
+    raw = pd.read_csv(require_shared(NIH_BBOX))
+    boxes = read_nih_boxes(require_shared(NIH_BBOX))
     assert sum(map(len, boxes.values())) == len(raw) == 984
     assert len(boxes) == raw["Image Index"].nunique() == 880
     attached = [b for r in nih.records for b in r.get("boxes", [])]
@@ -363,16 +351,16 @@ def test_nih_boxes_attached(nih):
 
 @pytest.mark.shared_data
 def test_nih_check_files_against_sample_folder(tmp_path):
-    sample_root = shared("nih_sample")
+    sample_root = require_shared("nih_sample")
     with pytest.raises(CXRDataError) as exc_info:
-        read_nih(shared(NIH_CSV), sample_root)
-    assert_error(exc_info, shared(NIH_CSV), "112117 of 112120 images do not exist")
-    df = pd.read_csv(shared(NIH_CSV))
+        read_nih(require_shared(NIH_CSV), sample_root)
+    assert_error(exc_info, require_shared(NIH_CSV), "112117 of 112120 images do not exist")
+    df = pd.read_csv(require_shared(NIH_CSV))
     subset = tmp_path / "Data_Entry_2017_subset.csv.gz"
     df[df["Image Index"].isin(NIH_SAMPLES)].to_csv(subset, index=False)
     (tmp_path / "train_val_list.txt").write_text("00000001_000.png\n00000002_000.png\n00000099_000.png\n")
     (tmp_path / "test_list.txt").write_text("00000013_003.png\n")
-    datalist = read_nih(subset, sample_root, bbox_csv=shared(NIH_BBOX))
+    datalist = read_nih(subset, sample_root, bbox_csv=require_shared(NIH_BBOX))
     assert [Path(r["image"]) for r in datalist.records] == [sample_root / "images" / n for n in NIH_SAMPLES]
     assert all(Path(r["image"]).is_file() for r in datalist.records)
     assert [r["patient_id"] for r in datalist.records] == ["00000001", "00000002", "00000013"]
@@ -400,9 +388,9 @@ def test_nih_unknown_finding_and_duplicates(tmp_path):
 
 @pytest.mark.shared_data
 def test_vindr_majority_and_any_votes():
-    raw = pd.read_csv(shared(VINDR_CSV))
-    majority = read_vindr(shared(VINDR_CSV), "/data/vindr", check_files=False)
-    any_vote = read_vindr(shared(VINDR_CSV), "/data/vindr", vote="any", check_files=False)
+    raw = pd.read_csv(require_shared(VINDR_CSV))
+    majority = read_vindr(require_shared(VINDR_CSV), "/data/vindr", check_files=False)
+    any_vote = read_vindr(require_shared(VINDR_CSV), "/data/vindr", vote="any", check_files=False)
     assert len(majority) == len(any_vote) == raw["image_id"].nunique() == 15_000
     assert majority.class_names == list(VINDR_FINDINGS)
     # independent count: per image and class, distinct radiologists; per image, radiologists
@@ -423,7 +411,7 @@ def test_vindr_majority_and_any_votes():
     assert dict(zip(majority.class_names, label_m.sum(axis=0).astype(int).tolist()))["No Finding"] == 10_648
     assert expect_majority["Aortic Enlargement"] == 2_346 and expect_any["Aortic Enlargement"] == 3_067
     assert (arrays(any_vote)[0] >= label_m)[:, :-1].all()
-    assert arrays(read_vindr(shared(VINDR_CSV), vote=2, check_files=False))[0].tolist() == label_m.tolist()
+    assert arrays(read_vindr(require_shared(VINDR_CSV), vote=2, check_files=False))[0].tolist() == label_m.tolist()
     # boxes: all boxes of findings that won the vote
     positive = votes[votes["votes"] > votes["n"] / 2][["image_id", "class_name"]]
     expected_boxes = len(findings.merge(positive, on=["image_id", "class_name"]))
@@ -465,7 +453,7 @@ def test_vindr_finds_dcm_files_and_rejects_unknown_class(tmp_path):
 
 @pytest.mark.shared_data
 def test_pneumoniamnist_official_splits():
-    datalist = read_medmnist(shared("pneumoniamnist/pneumoniamnist.npz"))
+    datalist = read_medmnist(require_shared("pneumoniamnist/pneumoniamnist.npz"))
     assert datalist.task == "multiclass" and datalist.class_names == ["Normal", "Pneumonia"]
     assert {k: len(v) for k, v in datalist.splits.items()} == {"train": 4708, "validation": 524, "test": 624}
     assert len(datalist) == 4708 + 524 + 624
@@ -522,7 +510,7 @@ def test_medmnist_bad_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def cxr3() -> Datalist:
-    return read_cxr3(shared("cxr3"))
+    return read_cxr3(require_shared("cxr3"))
 
 
 @pytest.mark.shared_data

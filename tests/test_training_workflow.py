@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
 
 from bundle.data import CXRDataError
-from conftest import REPO_ROOT, require_shared
+from conftest import REPO_ROOT, require_shared, run_bundle
 
 TINY = {"dataset_options": {"num_images": 24}, "image_size": 32, "batch_size": 8, "max_epochs": 2, "num_workers": 0}
 
 
 def run_student(output_dir, **overrides):
-    """Run the student config's `training` id in this process (from the bundle root, as users do)."""
-    cwd = os.getcwd()
-    os.chdir(REPO_ROOT)
-    try:
-        workflow = ConfigWorkflow(
-            config_file="configs/student.json",
-            meta_file="configs/metadata.json",
-            logging_file="configs/logging.conf",
-            workflow_type="train",
-            run_id="training",
-            output_dir=str(output_dir),
-            device="cpu",
-            **{**TINY, **overrides},
-        )
-        workflow.initialize()
-        workflow.run()
-        workflow.finalize()
-    finally:
-        os.chdir(cwd)
-    return workflow
+    return run_bundle("configs/student.json", "training", output_dir, **{**TINY, "device": "cpu", **overrides})
 
 
 def test_student_trains_on_synthetic_default_and_writes_outputs(tmp_path):
@@ -90,17 +69,8 @@ def test_readme_command_runs_as_a_cli(tmp_path):
 
 def test_evaluate_config_reports_the_test_split(tmp_path):
     run_student(tmp_path, dataset="synthetic_binary", dataset_options={"num_images": 40})
-    cwd = os.getcwd()
-    os.chdir(REPO_ROOT)
-    try:
-        workflow = ConfigWorkflow(config_file=["configs/student.json", "configs/evaluate.json"],
-                                  meta_file="configs/metadata.json", workflow_type="eval", run_id="evaluating",
-                                  output_dir=str(tmp_path), device="cpu",
-                                  **{**TINY, "dataset": "synthetic_binary", "dataset_options": {"num_images": 40}})
-        workflow.initialize()
-        workflow.run()
-    finally:
-        os.chdir(cwd)
+    workflow = run_bundle(["configs/student.json", "configs/evaluate.json"], "evaluating", tmp_path,
+                          **{**TINY, "device": "cpu", "dataset": "synthetic_binary", "dataset_options": {"num_images": 40}})
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     test_size = len(workflow.parser.get_parsed_content("data#splits").test)
     assert metrics["split"] == "test" and metrics["num_samples"] == test_size
