@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine
 from ignite.metrics import Metric
@@ -168,10 +169,8 @@ class ClassificationMetrics(Metric):
 
     def _gathered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         tensors = [torch.cat(items) for items in (self._logits, self._labels, self._masks)]
-        if self._device is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
-            from ignite.distributed import all_gather
-
-            tensors = [all_gather(t) for t in tensors]
+        if idist.get_world_size() > 1:  # every rank reports the metrics of the whole evaluation set
+            tensors = [idist.all_gather(t) for t in tensors]
         return tuple(t.numpy() for t in tensors)  # type: ignore[return-value]
 
     def report(self) -> dict[str, Any]:

@@ -10,16 +10,21 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
-__all__ = ["MetricsJSONWriter", "write_json_atomic"]
+__all__ = ["MetricsJSONWriter", "write_json_atomic", "write_text_atomic"]
 
 
-def write_json_atomic(path: str | os.PathLike, content: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write through a temporary file and a rename, so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=True, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | os.PathLike, content: Any) -> None:
+    """Write JSON atomically (see :func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(content, indent=2, sort_keys=True, default=str))
 
 
 def _jsonable(value: Any) -> Any:
@@ -67,6 +72,4 @@ class MetricsJSONWriter:
             content["epoch"] = state.epoch  # a validator's epoch is its trainer's
         write_json_atomic(self.output_dir / self.filename, content)
         if self.report_filename and report.get("report"):
-            tmp = self.output_dir / (self.report_filename + ".tmp")
-            tmp.write_text(report["report"])
-            os.replace(tmp, self.output_dir / self.report_filename)
+            write_text_atomic(self.output_dir / self.report_filename, report["report"])
