@@ -103,12 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--max_images", type=int, default=None, help="cap per split, for a quick check")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sampling", default="oversample", choices=("none", "oversample", "undersample"),
+                        help="class balancing of every stage's training loader (the paper over/under-samples)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="ID=JSON",
+                        help="further config overrides for every stage, e.g. temperature=10")
     parser.add_argument("--models", nargs="*", default=[m[0] for m in MODELS])
     args = parser.parse_args(argv)
 
     os.chdir(REPO_ROOT)
     out = Path(args.out)
     epochs = {"teacher": args.teacher_epochs, "assistant": args.assistant_epochs, "student": args.student_epochs}
+    extra = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     runs: dict[str, list[dict[str, Any]]] = {}
     for seed in range(args.seeds):
         seed_dir = Path(args.work_dir) / f"seed{seed}"
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides: dict[str, Any] = {
                 "dataset": args.dataset, "dataset_dir": args.dataset_dir, "image_size": args.image_size,
                 "batch_size": args.batch_size, "max_epochs": epochs[stage], "seed": seed, "device": args.device,
-                "max_images": args.max_images,
+                "max_images": args.max_images, "sampling": args.sampling, **extra,
             }
             if source is not None:
                 overrides[source[0]] = str(seed_dir / source[1] / "model.pt")

@@ -1,9 +1,13 @@
 """Distillation: the frozen-teacher loss terms (``Distiller``), feature hooks and adapters."""
 
+from .cache import SAMPLE_INDEX, TeacherOutputCache, with_sample_index
 from .distiller import Distiller, freeze, load_frozen, make_distiller, trainable_parameters
 from .features import FeatureAdapter, FeatureHooks, adapter_key, build_adapters, probe_feature_shapes
 
 __all__ = [
+    "SAMPLE_INDEX",
+    "TeacherOutputCache",
+    "with_sample_index",
     "Distiller",
     "freeze",
     "load_frozen",

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .cache import TeacherOutputCache
 from .features import FeatureHooks, adapter_key, build_adapters, probe_feature_shapes
 
 __all__ = ["Distiller", "load_frozen", "freeze", "make_distiller", "trainable_parameters"]
@@ -99,6 +100,9 @@ class Distiller(nn.Module):
         feature_pairs: ``[student_module, teacher_module]`` names whose outputs are compared.
         weights: ``{"hard": ..., "soft": ..., "feature": ...}`` (missing keys: 1, 1, 0).
         input_shape: one input without the batch axis, used once to size the adapters.
+        cache: precomputed teacher outputs (:class:`~bundle.distill.TeacherOutputCache`);
+            the teacher then never runs during training, and each batch must carry
+            its ``sample_index``.
 
     Calling it with a batch and the student's logits (after the student's forward
     pass, whose features the hooks captured) returns the weighted terms
@@ -114,6 +118,7 @@ class Distiller(nn.Module):
         feature_pairs: Sequence[Sequence[str]] = (),
         weights: Mapping[str, float] | None = None,
         input_shape: Sequence[int] = (1, 224, 224),
+        cache: TeacherOutputCache | None = None,
     ) -> None:
         super().__init__()
         self.__dict__["teacher"] = freeze(teacher)  # not a submodule: outside optimiser, checkpoint and DDP
@@ -135,6 +140,11 @@ class Distiller(nn.Module):
         ).to(device)
         self.student_hooks = FeatureHooks(student, student_names)
         self.teacher_hooks = FeatureHooks(teacher, teacher_names)
+        self.cache = cache
+        if cache is not None:
+            missing = sorted(set(teacher_names) - set(cache.features))
+            if missing:
+                raise ValueError(f"the teacher cache holds no features of {missing}")
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
@@ -145,13 +155,26 @@ class Distiller(nn.Module):
     def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.teacher(images)
 
-    def forward(self, images: torch.Tensor, student_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    def teacher_outputs(
+        self, images: torch.Tensor, sample_index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The teacher's logits and hooked maps for a batch: from the cache, or by running it."""
+        if self.cache is None:
+            return self.teacher_logits(images), self.teacher_hooks.features
+        if sample_index is None:
+            raise ValueError("the teacher-output cache needs each batch's 'sample_index' "
+                             "(train#dataset data: bundle.distill.with_sample_index(...))")
+        return self.cache.lookup(sample_index, images.device)
+
+    def forward(
+        self, images: torch.Tensor, student_logits: torch.Tensor, sample_index: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
-        teacher_logits = self.teacher_logits(images)
+        teacher_logits, teacher_maps = self.teacher_outputs(images, sample_index)
         if self.soft_loss is not None and self.weights["soft"]:
             terms["soft"] = self.weights["soft"] * self.soft_loss(student_logits, teacher_logits)
         if self.feature_pairs and self.weights["feature"]:
-            student_maps, teacher_maps = self.student_hooks.features, self.teacher_hooks.features
+            student_maps = self.student_hooks.features
             for s, t in self.feature_pairs:
                 adapted = self.adapters[adapter_key(s, t)](student_maps[s])
                 terms[f"feature/{s}"] = self.weights["feature"] * self.feature_loss(adapted, teacher_maps[t])
@@ -166,6 +189,9 @@ def make_distiller(
     checkpoint: str | os.PathLike | None,
     role: str | None = "teacher",
     device: str | torch.device = "cpu",
+    cache: str | None = None,
+    cache_dataset: Any = None,
+    cache_options: Mapping[str, Any] | None = None,
     **distiller_kwargs: Any,
 ) -> Distiller | None:
     """The stage's distiller, or None when the stage trains on hard labels alone.
@@ -173,8 +199,19 @@ def make_distiller(
     Stage configs declare their teacher network in callable mode (``"_mode_": "callable"``),
     so that it is built, loaded from ``checkpoint`` and frozen only when this stage
     distills; ``teacher_network=None`` (no teacher checkpoint given) returns None.
+
+    ``cache`` (``"memory"``, ``"disk"`` or None) precomputes the teacher's outputs on
+    ``cache_dataset`` (the training list under deterministic preprocessing) with
+    :meth:`TeacherOutputCache.compute` (``cache_options``: ``directory``, ``batch_size``,
+    ``dtype``, ``num_workers``).
     """
     if teacher_network is None:
         return None
     teacher = load_frozen(teacher_network(), checkpoint, device, role or "teacher")
+    if cache:
+        if cache_dataset is None:
+            raise ValueError("teacher cache requested without a cache_dataset")
+        names = list(dict.fromkeys(t for _, t in distiller_kwargs.get("feature_pairs", ())))
+        distiller_kwargs["cache"] = TeacherOutputCache.compute(
+            teacher, names, cache_dataset, storage=cache, device=device, **dict(cache_options or {}))
     return Distiller(student, teacher, **distiller_kwargs)

@@ -18,7 +18,9 @@ from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 
-__all__ = ["CXRTrainer", "LABEL_MASK", "LOSS_TERMS"]
+from ..distill.cache import SAMPLE_INDEX  # position in the training list: the key of a teacher-output cache
+
+__all__ = ["CXRTrainer", "LABEL_MASK", "LOSS_TERMS", "SAMPLE_INDEX"]
 
 LABEL_MASK = "label_mask"
 LOSS_TERMS = "loss_terms"
@@ -48,14 +50,19 @@ class CXRTrainer(SupervisedTrainer):
         self.distiller = distiller
 
     def compute_loss_terms(
-        self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, images: torch.Tensor
+        self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, images: torch.Tensor,
+        sample_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Named loss terms of one batch: ``hard``, then the distiller's (``soft``, ``feature/<layer>``)."""
+        """Named loss terms of one batch: ``hard``, then the distiller's (``soft``, ``feature/<layer>``).
+
+        ``sample_index`` (positions in the training list) lets a distiller with a
+        teacher-output cache look the teacher's outputs up.
+        """
         result = self.loss_function(logits, labels, mask)
         terms = dict(result) if isinstance(result, dict) else {"hard": result}
         if self.distiller is not None:
             terms["hard"] = self.distiller.weights["hard"] * terms["hard"]
-            terms.update(self.distiller(images, logits))
+            terms.update(self.distiller(images, logits, sample_index))
         return terms
 
     def _iteration(self, engine: CXRTrainer, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
@@ -68,7 +75,7 @@ class CXRTrainer(SupervisedTrainer):
             logits = engine.inferer(images, engine.network)
             engine.state.output[Keys.PRED] = logits
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            terms = engine.compute_loss_terms(logits, labels, mask, images)
+            terms = engine.compute_loss_terms(logits, labels, mask, images, batchdata.get(SAMPLE_INDEX))
             engine.state.output[Keys.LOSS] = torch.stack([t.float() for t in terms.values()]).sum()
             engine.state.output[LOSS_TERMS] = {name: float(t.detach()) for name, t in terms.items()}
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
