@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PER_CLASS = ("precision", "recall", "f1")
 
 # (name, stage config, which checkpoint it learns from)
 MODELS = (
@@ -62,7 +63,20 @@ def train_and_test(stage: str, output_dir: Path, overrides: dict[str, Any]) -> d
         "recall_macro": metrics["recall_macro"],
         "parameters": sum(p.numel() for p in network.parameters()),
         "train_seconds": round(seconds, 1),
+        "per_class": {name: {key: metrics[f"{key}/{name}"] for key in PER_CLASS} for name in metrics["class_names"]},
     }
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and std over seeds of the values that exist (a metric is None where undefined, e.g. AUC of one class)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _cell(mean: float | None, std: float | None) -> str:
+    return "n/a" if mean is None else f"{mean:.3f} ± {std:.3f}"
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -70,11 +84,25 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
     for name, results in runs.items():
         row: dict[str, Any] = {"seeds": len(results), "parameters": results[0]["parameters"]}
         for key in ("auc_macro", "accuracy", "f1_macro", "train_seconds"):
-            values = [r[key] for r in results]
-            row[key] = statistics.fmean(values)
-            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[key], row[f"{key}_std"] = _mean_std([r[key] for r in results])
+        if all("per_class" in r for r in results):
+            row["per_class"] = {
+                cls: {key: dict(zip(("mean", "std"), _mean_std([r["per_class"][cls][key] for r in results])))
+                      for key in PER_CLASS}
+                for cls in results[0]["per_class"]
+            }
         summary[name] = row
     return summary
+
+
+def per_class_table(summary: dict[str, dict[str, Any]]) -> str:
+    """The paper's Table 2: precision, recall and F1 of every class, for every model."""
+    lines = ["| model | class | precision | recall | F1 |", "| --- | --- | --- | --- | --- |"]
+    for name, r in summary.items():
+        for cls, values in r.get("per_class", {}).items():
+            cells = " | ".join(_cell(values[k]["mean"], values[k]["std"]) for k in PER_CLASS)
+            lines.append(f"| {name} | {cls} | {cells} |")
+    return "\n".join(lines)
 
 
 def table(summary: dict[str, dict[str, Any]]) -> str:
@@ -82,8 +110,8 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
              "| --- | --- | --- | --- | --- | --- |"]
     for name, r in summary.items():
         lines.append(
-            f"| {name} | {r['auc_macro']:.3f} ± {r['auc_macro_std']:.3f} | {r['accuracy']:.3f} ± {r['accuracy_std']:.3f} "
-            f"| {r['f1_macro']:.3f} ± {r['f1_macro_std']:.3f} | {r['parameters']:,} | {r['train_seconds']:.0f} |"
+            f"| {name} | {_cell(r['auc_macro'], r['auc_macro_std'])} | {_cell(r['accuracy'], r['accuracy_std'])} "
+            f"| {_cell(r['f1_macro'], r['f1_macro_std'])} | {r['parameters']:,} | {r['train_seconds']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -136,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                       "settings": vars(args), "runs": runs, "summary": summarise(runs)}
             out.write_text(json.dumps(report, indent=2))
     print(table(summarise(runs)))
+    print(per_class_table(summarise(runs)))
     return 0
 
 
