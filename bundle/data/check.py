@@ -4,12 +4,16 @@
 record (missing or empty file, label vector of the wrong length, label values
 other than 0/1, and, in ``"full"`` mode, images that do not decode or are too
 small); ``check_splits`` runs it on train / validation / test and raises a single
-:class:`CXRDataError` that lists them all. The training configs call it in
-``initialize``; ``mode="off"`` skips it.
+:class:`CXRDataError` that lists them all, or (``skip_bad=True``) drops the bad
+records and logs them. The training configs call it in ``initialize``
+(``check_data``, ``skip_bad_records``); ``mode="off"`` skips it.
+``scripts/check_dataset.py`` runs the same check from the command line.
 """
 
 from __future__ import annotations
 
+import csv
+import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +24,10 @@ import numpy as np
 from .errors import CXRDataError, DataProblem
 from .io import array_to_cxr, load_cxr
 
-__all__ = ["check_records", "check_splits", "CHECK_MODES"]
+__all__ = ["check_records", "check_splits", "find_split_problems", "write_problems_csv", "CHECK_MODES"]
 
 CHECK_MODES = ("off", "quick", "full")
+logger = logging.getLogger(__name__)
 
 
 def _check_labels(record: dict[str, Any], num_classes: int, where: str) -> list[DataProblem]:
@@ -65,6 +70,21 @@ def check_records(
 ) -> list[DataProblem]:
     """All problems of a datalist, in record order.
 
+    Args: as :func:`indexed_problems`.
+    """
+    return [problem for _, problem in indexed_problems(records, num_classes, mode, require_chest, min_size, num_threads)]
+
+
+def indexed_problems(
+    records: Sequence[dict[str, Any]],
+    num_classes: int,
+    mode: str = "quick",
+    require_chest: bool = True,
+    min_size: int = 16,
+    num_threads: int = 4,
+) -> list[tuple[int, DataProblem]]:
+    """``(record index, problem)`` for all problems of a datalist, in record order.
+
     Args:
         records: datalist records (``image``, ``label``, ``label_mask``).
         num_classes: expected length of the label vectors.
@@ -88,7 +108,28 @@ def check_records(
         return _check_labels(record, num_classes, str(where)) + _check_image(image, str(where), mode, require_chest, min_size)
 
     with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        return [problem for found in pool.map(check_one, enumerate(records)) for problem in found]
+        per_record = list(pool.map(check_one, enumerate(records)))
+    return [(index, problem) for index, found in enumerate(per_record) for problem in found]
+
+
+def find_split_problems(
+    splits: Any, mode: str = "quick", require_chest: bool = True, min_size: int = 16
+) -> list[tuple[str, int, DataProblem]]:
+    """``(split, record index, problem)`` for every problem of train / validation / test."""
+    return [(name, index, problem) for name in ("train", "validation", "test")
+            for index, problem in indexed_problems(getattr(splits, name), splits.num_classes, mode, require_chest,
+                                                   min_size)]
+
+
+def write_problems_csv(path: str | os.PathLike, problems: Sequence[tuple[str, int, DataProblem]]) -> None:
+    """One row per problem: split, record index, file (or record), problem."""
+    rows = [{"split": split, "index": index, "file": problem.path or "", "problem": problem.problem}
+            for split, index, problem in problems]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=["split", "index", "file", "problem"])
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def check_splits(
@@ -97,22 +138,37 @@ def check_splits(
     require_chest: bool = True,
     min_size: int = 16,
     show: int = 20,
+    skip_bad: bool = False,
+    report_file: str | os.PathLike | None = None,
 ) -> Any:
     """Check train / validation / test of a :class:`~bundle.data.sources.DataSplits`.
 
-    Returns the splits unchanged when every record is usable, so that a config can
-    chain it; raises one :class:`CXRDataError` listing every problem otherwise.
+    Returns the splits when every record is usable, so that a config can chain it.
+    Otherwise, with ``skip_bad=False``, raises one :class:`CXRDataError` listing every
+    problem; with ``skip_bad=True``, removes the bad records from the splits (in place),
+    logs how many, and goes on. Either way ``report_file`` (CSV) lists them all.
     """
-    problems: list[tuple[str, DataProblem]] = []
-    for name in ("train", "validation", "test"):
-        found = check_records(getattr(splits, name), splits.num_classes, mode, require_chest, min_size)
-        problems += [(name, problem) for problem in found]
-    if problems:
-        lines = [f"  [{split}] {problem}" for split, problem in problems[:show]]
-        more = f"\n  ... and {len(problems) - show} more" if len(problems) > show else ""
+    problems = find_split_problems(splits, mode, require_chest, min_size)
+    if not problems:
+        return splits
+    if report_file is not None:
+        write_problems_csv(report_file, problems)
+    where = f" (all of them in {report_file})" if report_file is not None else ""
+    lines = [f"  [{split}] {problem}" for split, _, problem in problems[:show]]
+    more = f"\n  ... and {len(problems) - show} more" if len(problems) > show else ""
+    if not skip_bad:
         raise CXRDataError(
             None,
-            f"data set check found {len(problems)} problem(s) before training:\n" + "\n".join(lines) + more
-            + "\nFix or remove these records, or set check_data to 'off' to skip the check.",
+            f"data set check found {len(problems)} problem(s) before training{where}:\n" + "\n".join(lines) + more
+            + "\nFix or remove these records, set skip_bad_records to true to train without them, "
+            "or set check_data to 'off' to skip the check.",
         )
+    for name in ("train", "validation", "test"):
+        bad = {index for split, index, _ in problems if split == name}
+        records = getattr(splits, name)
+        records[:] = [record for index, record in enumerate(records) if index not in bad]
+    logger.warning("skipped %d bad record(s)%s:\n%s%s", len({(s, i) for s, i, _ in problems}), where,
+                   "\n".join(lines), more)
+    if not splits.train:
+        raise CXRDataError(None, "no usable training records are left after skipping the bad ones")
     return splits
