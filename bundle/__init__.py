@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from . import data, distill, engines, handlers, losses, metrics, networks  # noqa: E402
+from . import data, distill, engines, handlers, inference, losses, metrics, networks  # noqa: E402
 
-__all__ = ["data", "distill", "engines", "handlers", "losses", "metrics", "networks", "__version__"]
+__all__ = ["data", "distill", "engines", "handlers", "inference", "losses", "metrics", "networks", "__version__"]

@@ -198,7 +198,17 @@ class LoadCXR(Transform):
 
 
 class LoadCXRd(MapTransform):
-    """Dictionary version of :class:`LoadCXR`: replaces ``data[key]`` (path or array) by a (1, H, W) image."""
+    """Dictionary version of :class:`LoadCXR`: replaces ``data[key]`` (path or array) by a (1, H, W) image.
+
+    Args:
+        keys, allow_missing_keys: as MONAI's ``MapTransform``.
+        require_chest, min_size: as :class:`LoadCXR`.
+        on_error: ``"raise"`` (training: a bad file stops the run, after the data check
+            has listed them all) or ``"record"`` (inference: a bad file becomes a blank
+            ``min_size`` image, and ``data[error_key]`` says what was wrong, so the
+            other images of the batch go on; it is ``""`` for good files).
+        error_key: where the problem is recorded with ``on_error="record"``.
+    """
 
     backend = LoadCXR.backend
 
@@ -208,14 +218,29 @@ class LoadCXRd(MapTransform):
         require_chest: bool = True,
         min_size: int = 16,
         allow_missing_keys: bool = False,
+        on_error: str = "raise",
+        error_key: str = "error",
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        if on_error not in ("raise", "record"):
+            raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
         self.loader = LoadCXR(require_chest=require_chest, min_size=min_size)
+        self.on_error, self.error_key, self.min_size = on_error, error_key, min_size
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        if self.on_error == "record":
+            d[self.error_key] = ""
         for key in self.key_iterator(d):
-            d[key] = self.loader(d[key])
+            source = d[key]
+            try:
+                d[key] = self.loader(source)
+            except CXRDataError as error:
+                if self.on_error == "raise":
+                    raise
+                d[self.error_key] = error.problem or str(error)
+                name = str(source) if isinstance(source, (str, Path)) else ""
+                d[key] = MetaTensor(torch.zeros(1, self.min_size, self.min_size), meta={"filename_or_obj": name})
         return d
 
 

@@ -4,8 +4,10 @@ from .checkpoint import ModelSaver, ResumeCheckpoint, save_atomic
 from .guards import NonFiniteLossError, NonFiniteLossGuard
 from .loss_terms import LossTermsLogger
 from .metrics_writer import MetricsJSONWriter
+from .predictions import PredictionWriter
 from .progress import ProgressBar
 from .run_log import RunLogFile
+from .saliency import SaliencyWriter, saliency_targets
 from .seeding import SeedEachEpoch, epoch_seed
 
 __all__ = [
@@ -14,10 +16,13 @@ __all__ = [
     "ModelSaver",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
+    "PredictionWriter",
     "ProgressBar",
     "ResumeCheckpoint",
     "RunLogFile",
+    "SaliencyWriter",
     "SeedEachEpoch",
     "epoch_seed",
     "save_atomic",
+    "saliency_targets",
 ]

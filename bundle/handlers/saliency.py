@@ -1,0 +1,127 @@
+"""Grad-CAM / Grad-CAM++ saliency of a CNN's decisions, written beside the predictions.
+
+Uses ``monai.visualize.GradCAM`` / ``GradCAMpp`` on the module named ``target_layer``
+(e.g. ``conv3`` of the 3-conv student, ``features.denseblock4`` of DenseNet121,
+``members.0._blocks.15`` of an EfficientNet teacher). For every readable input and
+every explained class it writes, under ``<output_dir>/saliency/``:
+
+* ``<image stem>_<class>.npy``: the raw map, float32, in [0, 1], at the network's
+  input size (MONAI upsamples and min-max normalises it);
+* ``<image stem>_<class>.png``: the map over the image (jet colours, blended).
+
+Explained classes: the predicted class (multi-class), or the findings at or above
+``threshold`` (multi-label; the most probable one if none is), at most
+``max_classes`` per image. Each class needs one backward pass over the batch.
+
+Config example (``inference.json``, in ``evaluator#val_handlers``)::
+
+    {"_target_": "bundle.handlers.SaliencyWriter", "network": "@network", "target_layer": "conv3",
+     "output_dir": "@output_dir", "class_names": "@class_names", "task": "@task"}
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.visualize import GradCAM, GradCAMpp
+from monai.visualize.utils import blend_images
+from PIL import Image
+
+__all__ = ["SaliencyWriter", "saliency_targets"]
+
+METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
+
+
+def saliency_targets(probabilities: torch.Tensor, task: str, threshold: float = 0.5, max_classes: int = 3
+                     ) -> list[list[int]]:
+    """Per sample, the class indices to explain (see the module docstring)."""
+    targets = []
+    for p in probabilities:
+        order = torch.argsort(p, descending=True).tolist()
+        chosen = order[:1] if task == "multiclass" else ([k for k in order if p[k] >= threshold] or order[:1])
+        targets.append(chosen[:max_classes])
+    return targets
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "image"
+
+
+class SaliencyWriter:
+    """Write Grad-CAM (or Grad-CAM++) maps and overlays for every readable input of an inference run.
+
+    Args:
+        network: the CNN being run.
+        target_layer: name of the module whose activations and gradients make the map.
+        output_dir: the maps go to ``<output_dir>/saliency``.
+        class_names: class names (used in file names).
+        task: ``"multilabel"`` or ``"multiclass"``.
+        method: ``"gradcam"`` or ``"gradcampp"``.
+        threshold, max_classes: which classes to explain (see :func:`saliency_targets`).
+        overlay: also write the PNG overlay.
+        enabled: False: attach nothing and place no hooks (``--saliency_enabled false``).
+    """
+
+    def __init__(self, network: torch.nn.Module, target_layer: str, output_dir: str | os.PathLike,
+                 class_names: list[str], task: str = "multilabel", method: str = "gradcam", threshold: float = 0.5,
+                 max_classes: int = 3, overlay: bool = True, filename_key: str = "filename",
+                 error_key: str = "error", enabled: bool = True) -> None:
+        self.enabled = bool(enabled)
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+        names = {name for name, _ in network.named_modules()}
+        if target_layer not in names:
+            raise ValueError(f"{type(network).__name__} has no module {target_layer!r} for saliency")
+        self.cam = METHODS[method](nn_module=network, target_layers=target_layer) if self.enabled else None
+        self.output_dir = Path(output_dir) / "saliency"
+        self.class_names, self.task, self.threshold, self.max_classes = list(class_names), task, threshold, max_classes
+        self.overlay, self.filename_key, self.error_key = overlay, filename_key, error_key
+        self.written: list[Path] = []
+        self._stems: dict[str, int] = {}
+
+    def attach(self, engine: Engine) -> None:
+        if self.enabled:
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _stem(self, filename: str) -> str:
+        name = Path(filename).name
+        for suffix in (".nii.gz", *Path(name).suffixes[-1:]):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        stem = _safe(name)
+        seen = self._stems.get(stem, 0)
+        self._stems[stem] = seen + 1
+        return stem if seen == 0 else f"{stem}_{seen + 1}"  # two inputs with one name
+
+    def __call__(self, engine: Engine) -> None:
+        keep = [i for i, sample in enumerate(engine.state.batch) if not sample.get(self.error_key)]
+        if not keep:
+            return
+        outputs = [engine.state.output[i] for i in keep]
+        images = torch.stack([torch.as_tensor(o["image"]) for o in outputs]).to(engine.state.device)
+        probabilities = torch.stack([torch.as_tensor(o["pred"]).reshape(-1) for o in outputs]).float().cpu()
+        targets = saliency_targets(probabilities, self.task, self.threshold, self.max_classes)
+        stems = [self._stem(str(engine.state.batch[i].get(self.filename_key, f"image{i}"))) for i in keep]
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for k in sorted({k for t in targets for k in t}):
+            with torch.enable_grad():  # evaluators run under no_grad; Grad-CAM needs gradients
+                maps = self.cam(images, class_idx=k).detach().float().cpu()
+            for row, (stem, wanted) in enumerate(zip(stems, targets)):
+                if k in wanted:
+                    self._write(stem, self.class_names[k], images[row].detach().float().cpu(), maps[row])
+
+    def _write(self, stem: str, class_name: str, image: torch.Tensor, saliency: torch.Tensor) -> None:
+        base = self.output_dir / f"{stem}_{_safe(class_name)}"
+        np.save(base.with_suffix(".npy"), saliency[0].numpy().astype(np.float32))
+        self.written.append(base.with_suffix(".npy"))
+        if self.overlay:
+            blended = blend_images(image, saliency, alpha=0.5 * saliency, cmap="jet", transparent_background=False)
+            rgb = (np.clip(np.asarray(blended), 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+            Image.fromarray(rgb).save(base.with_suffix(".png"))
+            self.written.append(base.with_suffix(".png"))

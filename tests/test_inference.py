@@ -1,0 +1,117 @@
+"""configs/inference.json: predictions and saliency for good files, a listed problem and exit status 3 for bad ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from PIL import Image
+
+from bundle.data.phantoms import PhantomSpec, render_phantom
+from bundle.inference import BAD_INPUTS_EXIT_STATUS
+from bundle.networks import ThreeConvStudent
+from conftest import REPO_ROOT, require_shared, run_bundle
+
+CLASSES = ["Nodule", "Consolidation", "Pleural Effusion", "Cardiomegaly", "Pneumothorax"]
+
+
+def _phantom_png(path, seed: int) -> None:
+    image, _ = render_phantom(np.random.default_rng(seed), {"Cardiomegaly"} if seed % 2 else set(),
+                              PhantomSpec(image_size=96))
+    Image.fromarray((np.clip(np.asarray(image), 0, 1) * 65535).astype(np.uint16)).save(path)
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+    folder = tmp_path / "inputs"
+    (folder / "sub").mkdir(parents=True)
+    for seed in range(3):
+        _phantom_png(folder / f"case{seed}.png", seed)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "truncated.png").write_bytes((folder / "case0.png").read_bytes()[:300])
+    (folder / "notes.txt").write_text("not an image, not listed")
+    return folder
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "model.pt"
+    torch.save(ThreeConvStudent(in_channels=1, out_channels=len(CLASSES)).state_dict(), path)
+    return path
+
+
+def test_inference_writes_predictions_and_saliency_and_lists_bad_files(tmp_path, inputs, checkpoint):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        run_bundle("configs/inference.json", "run", out, dataset_dir=str(inputs), ckpt_path=str(checkpoint),
+                   image_size=64, device="cpu")
+    assert info.value.code == BAD_INPUTS_EXIT_STATUS
+    rows = {row["image"].rsplit("/", 1)[-1]: row for row in csv.DictReader((out / "predictions.csv").open())}
+    assert set(rows) == {"case0.png", "case1.png", "case2.png", "empty.png", "truncated.png"}
+    assert rows["empty.png"]["status"] == "error" and "empty file" in rows["empty.png"]["error"]
+    assert rows["truncated.png"]["status"] == "error" and rows["truncated.png"]["Nodule"] == ""
+    for name in ("case0.png", "case1.png", "case2.png"):
+        probabilities = [float(rows[name][c]) for c in CLASSES]
+        assert rows[name]["status"] == "ok" and all(0.0 < p < 1.0 for p in probabilities)
+        predicted = {c for c, p in zip(CLASSES, probabilities) if p >= 0.5}
+        assert set(filter(None, rows[name]["predicted"].split(";"))) == predicted
+        maps = sorted((out / "saliency").glob(f"{name[:-4]}_*.npy"))
+        assert maps and all((m.with_suffix(".png")).is_file() for m in maps)
+        saliency = np.load(maps[0])
+        assert saliency.shape == (64, 64) and saliency.min() >= 0.0 and saliency.max() <= 1.0
+    assert not list((out / "saliency").glob("empty*")) and not list((out / "saliency").glob("truncated*"))
+    records = json.loads((out / "predictions.json").read_text())
+    assert len(records) == 5 and set(records[0]["probabilities"]) in (set(CLASSES), set())
+
+
+def test_inference_on_a_real_dicom_exits_0_from_the_command_line(tmp_path, checkpoint):
+    dicom = require_shared("dicom/chest_cr_monochrome1.dcm")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(dicom, folder / "IM0001")  # DICOM without an extension, found by its signature
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+               "--dataset_dir", str(folder), "--ckpt_path", str(checkpoint), "--output_dir", str(tmp_path / "out"),
+               "--saliency_method", "gradcampp", "--device", "cpu"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
+    assert len(rows) == 1 and rows[0]["status"] == "ok"
+    assert list((tmp_path / "out" / "saliency").glob("IM0001_*.png"))
+
+
+def test_inference_preprocessing_equals_the_training_evaluation_preprocessing(tmp_path, inputs):
+    """inference.json is self-contained (it must run outside this repository); it may not drift from common.json."""
+    inference = ConfigParser()
+    inference.read_config(REPO_ROOT / "configs" / "inference.json")
+    inference.update({"image_size": 48})
+    training = ConfigParser()
+    training.read_config(REPO_ROOT / "configs" / "student.json")
+    training.update({"image_size": 48})
+    old = os.getcwd()
+    os.chdir(REPO_ROOT)
+    try:
+        infer = inference.get_parsed_content("preprocessing")
+        evaluate = training.get_parsed_content("preprocessing#eval")
+    finally:
+        os.chdir(old)
+    record = {"image": str(inputs / "case1.png"), "label": [0.0] * 5, "label_mask": [1.0] * 5}
+    a = infer({"image": record["image"]})["image"]
+    b = evaluate(dict(record))["image"]
+    assert a.shape == b.shape == (1, 48, 48)
+    assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+
+
+def test_verify_net_in_out_passes_on_inference_config():
+    command = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "--net_id", "network_def",
+               "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr
