@@ -132,3 +132,24 @@ def test_image_size_the_network_cannot_take_is_reported_before_training(tmp_path
         error = error.__cause__ or error.__context__
     message = " ".join(str(e) for e in chain)
     assert "teacher network" in message and "image_size 28 px" in message and "is 32 px" in message
+
+
+def test_teacher_checkpoint_for_another_class_count_is_reported_before_training(tmp_path):
+    import torch
+
+    from bundle.networks import EfficientNetEnsemble
+
+    wrong = tmp_path / "teacher_3_classes.pt"
+    torch.save(EfficientNetEnsemble(["efficientnet-b0"], out_channels=3).state_dict(), wrong)  # the data has 5
+    with pytest.raises(Exception) as info:
+        run_bundle("configs/student.json", "training", tmp_path / "out", dataset_options={"num_images": 12},
+                   image_size=32, max_epochs=1, device="cpu", teacher_ckpt=str(wrong),
+                   teacher_members=["efficientnet-b0"])
+    chain, error = [], info.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    message = " ".join(str(e) for e in chain)
+    assert str(wrong) in message and "does not match" in message
+    assert "members.0._fc.weight: checkpoint (3, 1280), network (5, 1280)" in message
+    assert not (tmp_path / "out" / "model.pt").exists()

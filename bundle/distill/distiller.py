@@ -76,6 +76,12 @@ def load_frozen(
         )
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = state.get("model", state) if isinstance(state, dict) and "model" in state else state
+    expected = network.state_dict()
+    differing = [f"{key}: checkpoint {tuple(value.shape)}, network {tuple(expected[key].shape)}"
+                 for key, value in state.items() if key in expected and tuple(value.shape) != tuple(expected[key].shape)]
+    if differing:  # most often: trained for another number of classes
+        raise ValueError(f"{checkpoint}: the {role} checkpoint does not match the {role} network (another class "
+                         f"count or architecture?): " + "; ".join(differing[:4]))
     try:
         network.load_state_dict(state)
     except RuntimeError as error:
