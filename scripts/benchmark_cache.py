@@ -69,13 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work_dir", default="outputs/benchmark_cache")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--set", nargs="*", default=[], metavar="ID=JSON",
+                        help="further config overrides for both runs, e.g. max_images=64")
     args = parser.parse_args(argv)
 
     os.chdir(REPO_ROOT)
     work = Path(args.work_dir)
     common = {"dataset": args.dataset, "dataset_dir": args.dataset_dir, "image_size": args.image_size,
               "batch_size": args.batch_size, "max_epochs": args.epochs, "device": args.device,
-              "augment": False, "resume": False, "check_data": "off"}
+              "augment": False, "resume": False, "check_data": "off",
+              **{key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}}
     checkpoint = args.teacher_ckpt
     if checkpoint is None:
         from monai.bundle import ConfigParser

@@ -35,3 +35,17 @@ def test_benchmark_takd_writes_table_1_and_per_class_table_2(tmp_path, capsys):
     assert set(next(iter(student["per_class"].values()))) == {"precision", "recall", "f1"}
     printed = capsys.readouterr().out
     assert "| student from teacher |" in printed and "| class | precision | recall | F1 |" in printed
+
+
+def test_benchmark_cache_reports_both_runs_and_a_speedup(tmp_path, capsys):
+    out = tmp_path / "cache.json"
+    code = _load("benchmark_cache").main([
+        "--image_size", "32", "--batch_size", "8", "--epochs", "1", "--work_dir", str(tmp_path / "work"),
+        "--out", str(out), "--set", 'dataset_options={"num_images": 24, "source_size": 64}',
+        'teacher_members=["efficientnet-b0"]',
+    ])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"online", "cache (memory)"}
+    assert all(len(r["epoch_seconds"]) == 1 and r["mean_epoch_seconds"] > 0 for r in report["results"].values())
+    assert report["epoch_speedup"] > 0 and "speed-up" in capsys.readouterr().out
