@@ -153,3 +153,19 @@ def test_teacher_checkpoint_for_another_class_count_is_reported_before_training(
     assert str(wrong) in message and "does not match" in message
     assert "members.0._fc.weight: checkpoint (3, 1280), network (5, 1280)" in message
     assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_files_the_quick_check_cannot_see_are_skipped_during_training(tmp_path):
+    """check_data quick does not decode: truncated images reach the loader, which records them instead of failing."""
+    make_csv_dataset(tmp_path / "data")
+    workflow = run_bundle("configs/student.json", "training", tmp_path / "out", dataset_dir=str(tmp_path / "data"),
+                          skip_bad_records=True, **{**TINY, "check_data": "quick", "max_epochs": 2})
+    assert (tmp_path / "out" / "model.pt").is_file()
+    rows = list(csv.DictReader((tmp_path / "out" / "data_problems.csv").open()))
+    assert sorted(row["file"].rsplit("/", 1)[-1] for row in rows) == ["empty.png", "missing.png"]
+    splits = workflow.parser.get_parsed_content("data#splits")
+    skipped = " ".join(error for engine in ("train#trainer", "validate#evaluator")
+                       for error in getattr(workflow.parser.get_parsed_content(engine).state, "skipped_inputs", []))
+    for name in ("truncated.png", "truncated.jpg"):
+        in_test = any(str(r["image"]).endswith(name) for r in splits.test)
+        assert in_test or name in skipped, (name, skipped)

@@ -238,7 +238,7 @@ class LoadCXRd(MapTransform):
             except CXRDataError as error:
                 if self.on_error == "raise":
                     raise
-                d[self.error_key] = error.problem or str(error)
+                d[self.error_key] = str(error)  # names the file
                 name = str(source) if isinstance(source, (str, Path)) else ""
                 d[key] = MetaTensor(torch.zeros(1, self.min_size, self.min_size), meta={"filename_or_obj": name})
         return d

@@ -6,16 +6,20 @@ from typing import Any
 
 from monai.engines import SupervisedEvaluator
 
-from .trainer import LABEL_MASK, batch_to_device
+from .trainer import LABEL_MASK, batch_to_device, drop_unreadable
 
 __all__ = ["CXREvaluator"]
 
 
 class CXREvaluator(SupervisedEvaluator):
     """SupervisedEvaluator whose output also holds ``label_mask`` (ones when the data has none),
-    so that metrics leave unknown labels out."""
+    so that metrics leave unknown labels out, and which leaves unreadable images out
+    (see :func:`~bundle.engines.trainer.drop_unreadable`)."""
 
     def _iteration(self, engine: CXREvaluator, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
+        batchdata = drop_unreadable(batchdata, engine)
+        if batchdata is None:
+            raise ValueError("every image of a validation batch was unreadable; see the warnings above")
         output = super()._iteration(engine, batchdata)
         output[LABEL_MASK] = batch_to_device(batchdata, engine.state.device, engine.non_blocking)[2]
         return output

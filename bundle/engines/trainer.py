@@ -11,6 +11,7 @@ Everything else (events, AMP, optimiser handling, handlers) is MONAI's.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -20,9 +21,12 @@ from monai.utils.enums import CommonKeys as Keys
 
 from ..distill.cache import SAMPLE_INDEX  # position in the training list: the key of a teacher-output cache
 
-__all__ = ["CXRTrainer", "LABEL_MASK", "LOSS_TERMS", "SAMPLE_INDEX"]
+__all__ = ["CXRTrainer", "LABEL_MASK", "LOSS_TERMS", "SAMPLE_INDEX", "ERROR", "drop_unreadable"]
+
+logger = logging.getLogger(__name__)
 
 LABEL_MASK = "label_mask"
+ERROR = "error"  # set by LoadCXRd(on_error="record"): "" or why the image could not be read
 LOSS_TERMS = "loss_terms"
 
 
@@ -33,6 +37,38 @@ def batch_to_device(batchdata: dict[str, Any], device: torch.device | str, non_b
     mask = batchdata.get(LABEL_MASK)
     mask = torch.ones_like(labels) if mask is None else mask.to(device, non_blocking=non_blocking).float()
     return images, labels, mask
+
+
+def drop_unreadable(batchdata: dict[str, Any], engine: Any = None) -> dict[str, Any] | None:
+    """The batch without the samples whose image could not be read (None if none is left).
+
+    With ``skip_bad_records`` the loader records a problem instead of raising
+    (``LoadCXRd(on_error="record")``), so that a file the pre-training check could not
+    see (``check_data: quick`` does not decode) costs one sample, not the run. Each
+    skipped file is logged and kept in ``engine.state.skipped_inputs``.
+    """
+    errors = batchdata.get(ERROR)
+    if not errors or not any(errors):
+        return batchdata
+    keep = [i for i, error in enumerate(errors) if not error]
+    for error in errors:
+        if error:
+            logger.warning("skipping an unreadable image: %s", error)
+            if engine is not None:
+                skipped = getattr(engine.state, "skipped_inputs", [])
+                engine.state.skipped_inputs = skipped + [error]
+    if not keep:
+        return None
+    size, index = len(errors), torch.tensor(keep)
+    subset: dict[str, Any] = {}
+    for key, value in batchdata.items():
+        if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == size:
+            subset[key] = value[index]
+        elif isinstance(value, (list, tuple)) and len(value) == size:
+            subset[key] = [value[i] for i in keep]
+        else:
+            subset[key] = value
+    return subset
 
 
 class CXRTrainer(SupervisedTrainer):
@@ -68,6 +104,10 @@ class CXRTrainer(SupervisedTrainer):
     def _iteration(self, engine: CXRTrainer, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
+        batchdata = drop_unreadable(batchdata, engine)
+        if batchdata is None:  # every image of the batch was unreadable: nothing to learn from
+            engine.state.output = {Keys.LOSS: torch.zeros((), device=engine.state.device), LOSS_TERMS: {}}
+            return engine.state.output
         images, labels, mask = batch_to_device(batchdata, engine.state.device, engine.non_blocking)
         engine.state.output = {Keys.IMAGE: images, Keys.LABEL: labels, LABEL_MASK: mask}
 

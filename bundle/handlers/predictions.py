@@ -76,6 +76,7 @@ class PredictionWriter:
             error = str(sample.get(self.error_key) or "")
             image = str(sample.get(self.filename_key, ""))
             if error:
+                error = error[len(image) + 2:] if error.startswith(f"{image}: ") else error  # the row names the file
                 self.rows.append({"image": image, "status": "error", "predicted": [], "probabilities": {},
                                   "error": error})
                 continue
