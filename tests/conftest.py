@@ -48,3 +48,12 @@ def run_bundle(config_file: str | list[str], run_id: str, output_dir, **override
     finally:
         os.chdir(cwd)
     return workflow
+
+
+def error_chain(error: BaseException) -> list[BaseException]:
+    """The error and every error it was raised from or during (MONAI's config parser wraps errors)."""
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from bundle.data import CXRDataError
-from conftest import REPO_ROOT, require_shared, run_bundle
+from conftest import REPO_ROOT, error_chain, require_shared, run_bundle
 
 BAD = {
     "empty.png": "empty file (0 bytes)",
@@ -102,10 +102,7 @@ def test_training_stops_before_starting_and_names_the_bad_files(tmp_path):
     make_csv_dataset(tmp_path / "data")
     with pytest.raises(Exception) as info:
         run_bundle("configs/student.json", "training", tmp_path / "out", dataset_dir=str(tmp_path / "data"), **TINY)
-    chain, error = [], info.value
-    while error is not None:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
+    chain = error_chain(info.value)
     message = str(next(e for e in chain if isinstance(e, CXRDataError)))
     assert "4 problem(s)" in message and all(name in message for name in BAD)
     assert not (tmp_path / "out" / "model.pt").exists()
@@ -126,10 +123,7 @@ def test_image_size_the_network_cannot_take_is_reported_before_training(tmp_path
     with pytest.raises(Exception) as info:
         run_bundle("configs/teacher.json", "training", tmp_path, dataset_options={"num_images": 12},
                    image_size=28, max_epochs=1, device="cpu", teacher_members=["efficientnet-b0"])
-    chain, error = [], info.value
-    while error is not None:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
+    chain = error_chain(info.value)
     message = " ".join(str(e) for e in chain)
     assert "teacher network" in message and "image_size 28 px" in message and "is 32 px" in message
 
@@ -145,10 +139,7 @@ def test_teacher_checkpoint_for_another_class_count_is_reported_before_training(
         run_bundle("configs/student.json", "training", tmp_path / "out", dataset_options={"num_images": 12},
                    image_size=32, max_epochs=1, device="cpu", teacher_ckpt=str(wrong),
                    teacher_members=["efficientnet-b0"])
-    chain, error = [], info.value
-    while error is not None:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
+    chain = error_chain(info.value)
     message = " ".join(str(e) for e in chain)
     assert str(wrong) in message and "does not match" in message
     assert "members.0._fc.weight: checkpoint (3, 1280), network (5, 1280)" in message

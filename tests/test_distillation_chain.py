@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from conftest import run_bundle
+from conftest import error_chain, run_bundle
 
 TINY = {"dataset_options": {"num_images": 24, "source_size": 64}, "image_size": 32, "batch_size": 8,
         "max_epochs": 1, "num_workers": 0, "device": "cpu", "teacher_members": ["efficientnet-b0"]}
@@ -57,9 +57,6 @@ def test_missing_teacher_checkpoint_is_a_clear_error(tmp_path):
     missing = tmp_path / "nowhere" / "model.pt"
     with pytest.raises(Exception) as info:
         run_stage("assistant", tmp_path / "assistant", teacher_ckpt=str(missing))
-    chain, err = [], info.value
-    while err is not None:
-        chain.append(err)
-        err = err.__cause__ or err.__context__
+    chain = error_chain(info.value)
     found = [e for e in chain if isinstance(e, FileNotFoundError)]
     assert found and str(missing) in str(found[0]) and "configs/teacher.json" in str(found[0])

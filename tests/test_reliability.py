@@ -14,7 +14,7 @@ import torch
 from ignite.engine import Engine
 
 from bundle.handlers import ModelSaver, NonFiniteLossError, save_atomic
-from conftest import REPO_ROOT, run_bundle
+from conftest import REPO_ROOT, error_chain, run_bundle
 
 # enough iterations per epoch that a kill after the first epoch lands inside the second
 SMALL = ["--dataset_options", "{'num_images': 96, 'source_size': 64}", "--image_size", "48", "--batch_size", "8",
@@ -110,10 +110,7 @@ def test_non_finite_loss_stops_with_the_iteration_and_the_term(tmp_path):
     with pytest.raises(Exception) as info:
         run_bundle("configs/student.json", "training", tmp_path, dataset_options={"num_images": 32},
                    image_size=32, batch_size=8, max_epochs=2, device="cpu", learning_rate=1e30)
-    chain, error = [], info.value
-    while error is not None:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
+    chain = error_chain(info.value)
     found = [e for e in chain if isinstance(e, NonFiniteLossError)]
     assert found, f"no NonFiniteLossError in {chain}"
     message = str(found[0])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bundle.data import CXRDataError
-from conftest import REPO_ROOT, require_shared, run_bundle
+from conftest import REPO_ROOT, error_chain, require_shared, run_bundle
 
 TINY = {"dataset_options": {"num_images": 24}, "image_size": 32, "batch_size": 8, "max_epochs": 2, "num_workers": 0}
 
@@ -48,10 +48,7 @@ def test_student_trains_on_real_pneumoniamnist_multiclass(tmp_path):
 def test_unknown_dataset_is_reported_before_training(tmp_path):
     with pytest.raises(Exception) as info:
         run_student(tmp_path, dataset="imagenet")
-    chain, err = [], info.value
-    while err is not None:
-        chain.append(err)
-        err = err.__cause__ or err.__context__
+    chain = error_chain(info.value)
     assert any(isinstance(e, CXRDataError) and "imagenet" in str(e) and "pneumoniamnist" in str(e) for e in chain)
     assert not (tmp_path / "model.pt").exists()
 
