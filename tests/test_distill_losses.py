@@ -281,3 +281,4 @@ def test_adapters_and_losses_end_to_end():
     assert adapters["conv1->a"].conv.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="'d'"):
         build_adapters(student_shapes, teacher_shapes, [("conv1", "d")])
+

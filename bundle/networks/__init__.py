@@ -2,6 +2,7 @@
 
 from .checks import check_input_size
 from .ensemble import EfficientNetEnsemble, EnsembleNetwork
+from .profile import count_flops, count_parameters, network_profile
 from .student import ThreeConvStudent
 
-__all__ = ["check_input_size", "EfficientNetEnsemble", "EnsembleNetwork", "ThreeConvStudent"]
+__all__ = ["count_flops", "count_parameters", "network_profile", "check_input_size", "EfficientNetEnsemble", "EnsembleNetwork", "ThreeConvStudent"]
