@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="pneumoniamnist")
     parser.add_argument("--dataset_dir", default=None)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first_seed", type=int, default=0, help="run seeds first_seed .. first_seed + seeds - 1")
     parser.add_argument("--out", default="docs/results/takd.json")
     parser.add_argument("--work_dir", default="outputs/benchmark_takd")
     parser.add_argument("--image_size", type=int, default=32,
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     epochs = {"teacher": args.teacher_epochs, "assistant": args.assistant_epochs, "student": args.student_epochs}
     extra = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     runs: dict[str, list[dict[str, Any]]] = {}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         seed_dir = Path(args.work_dir) / f"seed{seed}"
         for name, stage, source in MODELS:
             if name not in args.models:
