@@ -115,3 +115,22 @@ def test_verify_net_in_out_passes_on_inference_config():
                "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr
+
+
+def test_metadata_is_valid_against_the_bundle_schema(tmp_path):
+    """verify_metadata downloads the schema unless it finds it at --filepath: use the offline copy."""
+    from conftest import data_root
+
+    schema = data_root().parent / "monai" / "meta_schema_20240725.json"
+    if not schema.is_file():
+        schema = require_shared("../monai/meta_schema_20240725.json")
+    local = tmp_path / "schema.json"
+    shutil.copy(schema, local)
+    command = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", "configs/metadata.json",
+               "--filepath", str(local)]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "metadata is verified with no error" in result.stdout + result.stderr
+    metadata = json.loads((REPO_ROOT / "configs" / "metadata.json").read_text())
+    import bundle
+
+    assert metadata["version"] == bundle.__version__ and metadata["version"] in metadata["changelog"]
