@@ -32,14 +32,14 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from ignite.engine import Engine, Events
 
-__all__ = ["save_atomic", "ModelSaver", "ResumeCheckpoint"]
+__all__ = ["write_atomic", "save_atomic", "ModelSaver", "ResumeCheckpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,22 +50,31 @@ def _umask() -> int:
     return mask
 
 
-def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` through a temporary file and a rename: never half a file."""
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(stream)`` on a temporary file in ``path``'s folder, fsync, then rename it to ``path``.
+
+    A crash at any point leaves either the old file or the new one, never half a file.
+    The file gets ordinary permissions (``0o666 & ~umask``; ``mkstemp`` makes it 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as stream:
-            torch.save(obj, stream)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` through :func:`write_atomic`: never half a checkpoint."""
+    return write_atomic(path, lambda stream: torch.save(obj, stream))
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:

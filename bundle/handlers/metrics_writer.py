@@ -10,16 +10,14 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
+from .checkpoint import write_atomic
+
 __all__ = ["MetricsJSONWriter", "write_json_atomic", "write_text_atomic"]
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write through a temporary file and a rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write UTF-8 text through a temporary file and a rename (:func:`~bundle.handlers.checkpoint.write_atomic`)."""
+    write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
 def write_json_atomic(path: str | os.PathLike, content: Any) -> None:
