@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -103,10 +102,8 @@ def chexpert_df() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def chexpert_frontal() -> tuple[Datalist, float]:
-    start = time.perf_counter()
-    datalist = read_chexpert(require_shared(CHEXPERT_CSV), "/data/chexpert", check_files=False)  # PA + AP, "ignore"
-    return datalist, time.perf_counter() - start
+def chexpert_frontal() -> Datalist:
+    return read_chexpert(require_shared(CHEXPERT_CSV), "/data/chexpert", check_files=False)  # PA + AP, "ignore"
 
 
 def expected_counts(df: pd.DataFrame, uncertain: str, blank: str) -> dict[str, tuple[int, int, int]]:
@@ -154,8 +151,8 @@ def assert_no_finding_rule(label: np.ndarray, mask: np.ndarray) -> None:
 
 
 @pytest.mark.shared_data
-def test_chexpert_views_prefix_and_time(chexpert_df, chexpert_frontal):
-    datalist, seconds = chexpert_frontal
+def test_chexpert_views_and_prefix(chexpert_df, chexpert_frontal):
+    datalist = chexpert_frontal
     df = chexpert_df
     assert len(df) == 223_414
     frontal = df["Frontal/Lateral"] == "Frontal"
@@ -175,25 +172,22 @@ def test_chexpert_views_prefix_and_time(chexpert_df, chexpert_frontal):
     kept_paths = df.loc[frontal & df["AP/PA"].isin(["PA", "AP"]), "Path"]
     patients = kept_paths.str.extract(r"/(patient\d+)/", expand=False)
     assert [r["patient_id"] for r in datalist.records] == patients.tolist()
-    assert seconds < 10, f"parsing 223,414 rows took {seconds:.1f} s"
 
 
 @pytest.mark.shared_data
 def test_chexpert_check_files_at_full_scale(tmp_path):
     (tmp_path / "train" / "patient00001" / "study1").mkdir(parents=True)
     (tmp_path / "train" / "patient00001" / "study1" / "view1_frontal.jpg").write_bytes(b"")
-    start = time.perf_counter()
     with pytest.raises(CXRDataError) as exc_info:
         read_chexpert(require_shared(CHEXPERT_CSV), tmp_path)
     assert_error(
         exc_info, require_shared(CHEXPERT_CSV), "191009 of 191010 images do not exist", "patient00002/study2/view1_"
     )
-    assert time.perf_counter() - start < 10
 
 
 @pytest.mark.shared_data
 def test_chexpert_ignore_policy_counts(chexpert_df, chexpert_frontal):
-    datalist, _ = chexpert_frontal
+    datalist = chexpert_frontal
     df = chexpert_df[(chexpert_df["Frontal/Lateral"] == "Frontal") & chexpert_df["AP/PA"].isin(["PA", "AP"])]
     label, mask = arrays(datalist)
     assert measured_counts(label, mask) == expected_counts(df, "ignore", "unknown")

@@ -13,6 +13,11 @@ For multi-label data a record's class is its rarest positive finding (or "no fin
 for multi-class cross-entropy, and ``negatives / positives`` per finding (BCE's
 ``pos_weight``) for multi-label, over known labels only.
 
+With ``distributed=True`` (``configs/multi_gpu_train.json``) every process makes the
+same draws from a generator seeded alike and keeps every ``world_size``-th of them
+(:class:`DistributedBalancedSampler`), so the processes together see exactly what one
+process would; without re-sampling it is PyTorch's ``DistributedSampler``.
+
 Config example::
 
     "sampling": "oversample",
@@ -26,9 +31,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import WeightedRandomSampler
+from torch.utils.data import DistributedSampler, Sampler, WeightedRandomSampler
 
-__all__ = ["SAMPLING_MODES", "balanced_sampler", "balanced_class_weights", "record_classes"]
+from ..distributed import rank, world_size
+
+__all__ = ["SAMPLING_MODES", "balanced_sampler", "balanced_class_weights", "record_classes",
+           "DistributedBalancedSampler"]
 
 SAMPLING_MODES = ("none", "oversample", "undersample")
 
@@ -46,22 +54,57 @@ def record_classes(records: Sequence[dict[str, Any]], task: str) -> np.ndarray:
     return np.where(positives.any(axis=1), rarity.argmin(axis=1), labels.shape[1])
 
 
+class DistributedBalancedSampler(Sampler[int]):
+    """A weighted draw made identically by every process; each keeps every ``num_replicas``-th index.
+
+    The draw of one epoch is a function of the generator's state, which
+    :class:`~bundle.handlers.SeedEachEpoch` sets from ``(seed, epoch)`` on every process.
+    Draws past the last multiple of ``num_replicas`` are dropped so that all processes
+    run the same number of iterations (DDP needs that).
+    """
+
+    def __init__(self, weights: Sequence[float], num_samples: int, replacement: bool, seed: int = 0,
+                 num_replicas: int | None = None, rank: int | None = None) -> None:
+        self.weights = torch.as_tensor(weights, dtype=torch.double)
+        self.num_samples, self.replacement = int(num_samples), bool(replacement)
+        self.num_replicas = int(num_replicas or world_size())
+        self.rank = int(_rank() if rank is None else rank)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def __iter__(self):
+        draws = torch.multinomial(self.weights, self.num_samples, self.replacement, generator=self.generator)
+        return iter(draws[self.rank : len(self) * self.num_replicas : self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples // self.num_replicas
+
+
+_rank = rank
+
+
 def balanced_sampler(
-    records: Sequence[dict[str, Any]], task: str, mode: str = "none", seed: int = 0
-) -> WeightedRandomSampler | None:
-    """A class-balancing epoch sampler, or None for ``mode="none"`` (plain shuffling)."""
+    records: Sequence[dict[str, Any]], task: str, mode: str = "none", seed: int = 0, distributed: bool = False
+) -> Sampler[int] | None:
+    """A class-balancing epoch sampler, or None for ``mode="none"`` in one process (plain shuffling).
+
+    ``distributed``: this process's share of each epoch in a multi-process run.
+    """
     if mode not in SAMPLING_MODES:
         raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {mode!r}")
     if mode == "none" or not records:
+        if distributed:  # MONAI's workflow calls set_epoch, so each epoch shuffles anew
+            return DistributedSampler(records, shuffle=True, seed=int(seed))
         return None
     classes = record_classes(records, task)
     counts = np.bincount(classes)
     weights = 1.0 / counts[classes]
-    generator = torch.Generator().manual_seed(int(seed))
-    if mode == "oversample":
-        return WeightedRandomSampler(weights.tolist(), num_samples=len(records), replacement=True, generator=generator)
     present = counts[counts > 0]
-    return WeightedRandomSampler(weights.tolist(), num_samples=int(present.min() * len(present)), replacement=False,
+    replacement = mode == "oversample"
+    num_samples = len(records) if replacement else int(present.min() * len(present))
+    if distributed:
+        return DistributedBalancedSampler(weights.tolist(), num_samples, replacement, seed)
+    generator = torch.Generator().manual_seed(int(seed))
+    return WeightedRandomSampler(weights.tolist(), num_samples=num_samples, replacement=replacement,
                                  generator=generator)
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,18 @@ def _record(image: Any, findings: frozenset[str], boxes: list[dict[str, Any]], i
     }
 
 
+def _write_replacing(path: Path, write: Callable[[str], None]) -> None:
+    """Write through a temporary file of this process, then rename: processes generating the
+    same cache at once (the ranks of a multi-GPU run) never read a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def make_phantom_datalist(
     num_images: int = 1000,
     image_size: int = 256,
@@ -309,14 +322,13 @@ def make_phantom_datalist(
             records.append(_record(image, findings, boxes, index))
             continue
         name = f"images/{index:06d}.png"
-        Image.fromarray(np.round(image * 65535).astype(np.uint16)).save(folder / name)
+        _write_replacing(folder / name, lambda path: Image.fromarray(np.round(image * 65535).astype(np.uint16))
+                         .save(path, format="PNG"))
         records.append(_record(name, findings, boxes, index))
 
     if folder is not None:
-        # written last and atomically: a run killed mid-generation leaves no manifest, so it regenerates
-        tmp = folder / "datalist.json.tmp"
-        tmp.write_text(json.dumps(records))
-        os.replace(tmp, folder / "datalist.json")
+        # written last: a run killed mid-generation leaves no manifest, so it regenerates
+        _write_replacing(folder / "datalist.json", lambda path: Path(path).write_text(json.dumps(records)))
         for record in records:
             record["image"] = str(folder / record["image"])
     return Datalist(records, list(SYNTHETIC_FINDINGS), "multilabel")

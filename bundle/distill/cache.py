@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..distributed import barrier, rank
 from .features import FeatureHooks
 
 __all__ = ["TeacherOutputCache", "SAMPLE_INDEX", "with_sample_index"]
@@ -129,17 +130,29 @@ class TeacherOutputCache:
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         if dtype not in (torch.float32, torch.float16):
             raise ValueError(f"teacher cache dtype must be float32 or float16, got {dtype}")
-        location = None
-        if storage == "disk":
-            if directory is None:
-                raise ValueError("a disk teacher cache needs a directory")
-            records = getattr(dataset, "data", None)
-            key = _fingerprint(teacher, module_names, records if records is not None else [], dtype)
-            location = Path(directory) / key
-            if (location / "manifest.json").is_file():
-                logger.info("teacher cache: reusing %s", location)
-                return cls._open(location)
+        if storage == "memory":
+            cache = cls._run_teacher(teacher, module_names, dataset, batch_size, device, dtype, num_workers)
+            logger.info("teacher cache: %d samples, %.1f MB (memory)", len(cache), cache.nbytes / 1e6)
+            return cache
+        if directory is None:
+            raise ValueError("a disk teacher cache needs a directory")
+        records = getattr(dataset, "data", None)
+        location = Path(directory) / _fingerprint(teacher, module_names, records if records is not None else [], dtype)
+        if rank() == 0 and not (location / "manifest.json").is_file():
+            # in a multi-process run the first process writes it and the others open it when complete
+            cache = cls._run_teacher(teacher, module_names, dataset, batch_size, device, dtype, num_workers)
+            cls._save(cache, location, list(module_names), str(dtype))
+            logger.info("teacher cache: %d samples, %.1f MB (disk)", len(cache), cache.nbytes / 1e6)
+        else:
+            logger.info("teacher cache: reusing %s", location)
+        barrier()
+        return cls._open(location)
 
+    @classmethod
+    @torch.no_grad()
+    def _run_teacher(cls, teacher: nn.Module, module_names: Sequence[str], dataset: Dataset, batch_size: int,
+                     device: str | torch.device, dtype: torch.dtype, num_workers: int) -> TeacherOutputCache:
+        """One pass of the frozen teacher over the data, outputs kept in memory."""
         teacher.eval()
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
         logits_parts: list[torch.Tensor] = []
@@ -151,13 +164,7 @@ class TeacherOutputCache:
                 for name in module_names:
                     feature_parts[name].append(hooks.features[name].to("cpu", dtype))
                 hooks.clear()
-        logits = torch.cat(logits_parts)
-        features = {name: torch.cat(parts) for name, parts in feature_parts.items()}
-        cache = cls(logits, features)
-        if location is not None:
-            cache = cls._save(cache, location, list(module_names), str(dtype))
-        logger.info("teacher cache: %d samples, %.1f MB (%s)", len(cache), cache.nbytes / 1e6, storage)
-        return cache
+        return cls(torch.cat(logits_parts), {name: torch.cat(parts) for name, parts in feature_parts.items()})
 
     @classmethod
     def _save(cls, cache: TeacherOutputCache, location: Path, module_names: list[str], dtype: str) -> TeacherOutputCache:

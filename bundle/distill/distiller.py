@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distributed import unwrap
 from .cache import TeacherOutputCache
 from .features import FeatureHooks, adapter_key, build_adapters, probe_feature_shapes
 
@@ -127,6 +128,7 @@ class Distiller(nn.Module):
         cache: TeacherOutputCache | None = None,
     ) -> None:
         super().__init__()
+        student = unwrap(student)  # hooks go on the plain module's names, also under DDP
         self.__dict__["teacher"] = freeze(teacher)  # not a submodule: outside optimiser, checkpoint and DDP
         self.soft_loss, self.feature_loss = soft_loss, feature_loss
         self.feature_pairs = [(str(s), str(t)) for s, t in feature_pairs]

@@ -6,7 +6,7 @@ from typing import Any
 
 from monai.engines import SupervisedEvaluator
 
-from .trainer import LABEL_MASK, batch_to_device, drop_unreadable
+from .trainer import LABEL_MASK, batch_to_device, drop_unreadable, flatten_handlers
 
 __all__ = ["CXREvaluator"]
 
@@ -14,7 +14,12 @@ __all__ = ["CXREvaluator"]
 class CXREvaluator(SupervisedEvaluator):
     """SupervisedEvaluator whose output also holds ``label_mask`` (ones when the data has none),
     so that metrics leave unknown labels out, and which leaves unreadable images out
-    (see :func:`~bundle.engines.trainer.drop_unreadable`)."""
+    (see :func:`~bundle.engines.trainer.drop_unreadable`). ``val_handlers`` may nest and hold
+    ``None`` (:func:`~bundle.engines.trainer.flatten_handlers`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["val_handlers"] = flatten_handlers(kwargs.get("val_handlers"))
+        super().__init__(*args, **kwargs)
 
     def _iteration(self, engine: CXREvaluator, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
         batchdata = drop_unreadable(batchdata, engine)

@@ -7,6 +7,11 @@ iteration to call ``loss_function(pred, label, label_mask)`` and accepts either 
 tensor or a ``{name: tensor}`` dictionary from it (summed into ``loss``; every
 term is kept in ``engine.state.output["loss_terms"]`` for the handlers to log).
 Everything else (events, AMP, optimiser handling, handlers) is MONAI's.
+
+Handler lists may nest and hold ``None`` (:func:`flatten_handlers`): a stage config
+lists the shared handlers of ``configs/common.json`` as one macro, keeps ``train#handlers``
+a real list (MONAI's ``--tracking mlflow`` appends to it), and a handler disabled on
+the other processes of a multi-GPU run (``_disabled_``) arrives as ``None``.
 """
 
 from __future__ import annotations
@@ -21,13 +26,24 @@ from monai.utils.enums import CommonKeys as Keys
 
 from ..distill.cache import SAMPLE_INDEX  # position in the training list: the key of a teacher-output cache
 
-__all__ = ["CXRTrainer", "LABEL_MASK", "LOSS_TERMS", "SAMPLE_INDEX", "ERROR", "drop_unreadable"]
+from ..distributed import average_gradients
+
+__all__ = ["CXRTrainer", "LABEL_MASK", "LOSS_TERMS", "SAMPLE_INDEX", "ERROR", "drop_unreadable", "flatten_handlers"]
 
 logger = logging.getLogger(__name__)
 
 LABEL_MASK = "label_mask"
 ERROR = "error"  # set by LoadCXRd(on_error="record"): "" or why the image could not be read
 LOSS_TERMS = "loss_terms"
+
+
+def flatten_handlers(handlers: Any) -> list[Any]:
+    """``[a, [b, None, c], d]`` -> ``[a, b, c, d]``: nested lists flattened, ``None`` left out."""
+    if handlers is None:
+        return []
+    if not isinstance(handlers, (list, tuple)):
+        return [handlers]
+    return [h for item in handlers for h in flatten_handlers(item)]
 
 
 def batch_to_device(batchdata: dict[str, Any], device: torch.device | str, non_blocking: bool = False) -> tuple:
@@ -82,8 +98,14 @@ class CXRTrainer(SupervisedTrainer):
     """
 
     def __init__(self, *args: Any, distiller: torch.nn.Module | None = None, **kwargs: Any) -> None:
+        kwargs["train_handlers"] = flatten_handlers(kwargs.get("train_handlers"))
         super().__init__(*args, **kwargs)
         self.distiller = distiller
+
+    def _synchronise_distiller(self) -> None:
+        """Average the distiller's adapter gradients over processes (DDP only covers the student)."""
+        if self.distiller is not None:
+            average_gradients(p for p in self.distiller.parameters() if p.requires_grad)
 
     def compute_loss_terms(
         self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, images: torch.Tensor,
@@ -128,12 +150,14 @@ class CXRTrainer(SupervisedTrainer):
             with torch.autocast("cuda", **engine.amp_kwargs):
                 forward_and_loss()
             engine.scaler.scale(engine.state.output[Keys.LOSS]).backward()
+            engine._synchronise_distiller()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.scaler.step(engine.optimizer)
             engine.scaler.update()
         else:
             forward_and_loss()
             engine.state.output[Keys.LOSS].backward()
+            engine._synchronise_distiller()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)

@@ -9,6 +9,7 @@ from .progress import ProgressBar
 from .run_log import RunLogFile
 from .saliency import SaliencyWriter, saliency_targets
 from .seeding import SeedEachEpoch, epoch_seed
+from .tracking import TrackingSetup, tracking_run_name
 
 __all__ = [
     "LossTermsLogger",
@@ -22,7 +23,9 @@ __all__ = [
     "RunLogFile",
     "SaliencyWriter",
     "SeedEachEpoch",
+    "TrackingSetup",
     "epoch_seed",
     "save_atomic",
     "saliency_targets",
+    "tracking_run_name",
 ]

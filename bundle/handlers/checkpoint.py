@@ -39,6 +39,8 @@ from typing import Any, BinaryIO
 import torch
 from ignite.engine import Engine, Events
 
+from ..distributed import barrier, rank, unwrap
+
 __all__ = ["write_atomic", "save_atomic", "ModelSaver", "ResumeCheckpoint"]
 
 logger = logging.getLogger(__name__)
@@ -75,11 +77,6 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj, path)`` through :func:`write_atomic`: never half a checkpoint."""
     return write_atomic(path, lambda stream: torch.save(obj, stream))
-
-
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    """The module inside DistributedDataParallel / DataParallel (checkpoints hold plain weights)."""
-    return getattr(network, "module", network)
 
 
 class ModelSaver:
@@ -122,13 +119,13 @@ class ModelSaver:
 
     def __call__(self, engine: Engine) -> None:
         if self.key_metric is None:
-            save_atomic(_unwrap(self.network).state_dict(), self.path)
+            save_atomic(unwrap(self.network).state_dict(), self.path)
             return
         score = engine.state.metrics.get(self.key_metric)
         if score is None or not self.is_better(float(score)):
             return
         self.best_score, self.best_epoch = float(score), int(engine.state.epoch)
-        save_atomic(_unwrap(self.network).state_dict(), self.path)
+        save_atomic(unwrap(self.network).state_dict(), self.path)
         logger.info("saved %s (%s %.4f at epoch %d)", self.path, self.key_metric, self.best_score, self.best_epoch)
 
     def state_dict(self) -> dict[str, Any]:
@@ -164,7 +161,9 @@ class ResumeCheckpoint:
         enabled: bool = True,
     ) -> None:
         self.path = Path(path)
-        self.objects = {name: obj for name, obj in objects.items() if obj is not None}
+        # plain modules: a checkpoint of a multi-GPU run resumes a single-GPU one and back
+        self.objects = {name: unwrap(obj) if isinstance(obj, torch.nn.Module) else obj
+                        for name, obj in objects.items() if obj is not None}
         self.validator, self.best_model, self.enabled = validator, best_model, bool(enabled)
         self.resumed_from: int | None = None
 
@@ -186,7 +185,10 @@ class ResumeCheckpoint:
         return state
 
     def save(self, engine: Engine) -> None:
-        save_atomic(self._state(engine), self.path)
+        """Every process reaches here with the same state (DDP); the first one writes it."""
+        if rank() == 0:
+            save_atomic(self._state(engine), self.path)
+        barrier()  # no process runs ahead into an epoch whose predecessor is not on disk yet
 
     def load(self, engine: Engine) -> None:
         if not self.path.is_file():

@@ -1,4 +1,4 @@
-"""Logs every named loss term: each iteration to TensorBoard, each epoch's mean to the run log."""
+"""Logs every named loss term: each iteration to TensorBoard, each epoch's mean to the run log and metrics."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ class LossTermsLogger:
         interval: log every ``interval`` iterations.
 
     The running mean of each term over the epoch is kept in
-    ``engine.state.loss_term_means`` so that StatsHandler-style epoch summaries and
-    tests can read it.
+    ``engine.state.loss_term_means``, and at the end of the epoch in
+    ``engine.state.metrics["loss_mean/<term>"]``, where epoch-level trackers (MONAI's
+    ``MLFlowHandler`` with ``--tracking mlflow``, listed after this handler) find it.
     """
 
     def __init__(self, summary_writer=None, interval: int = 1) -> None:
@@ -46,5 +47,6 @@ class LossTermsLogger:
         engine.state.loss_term_means = {name: total / self._count for name, total in self._sums.items()}
 
     def _summarise(self, engine: Engine) -> None:
+        engine.state.metrics.update({f"loss_mean/{name}": value for name, value in engine.state.loss_term_means.items()})
         means = ", ".join(f"{name}={value:.4f}" for name, value in engine.state.loss_term_means.items())
         engine.logger.info(f"Epoch[{engine.state.epoch}] loss terms (epoch mean): {means}")
