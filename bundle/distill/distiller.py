@@ -153,10 +153,14 @@ class Distiller(nn.Module):
             missing = sorted(set(teacher_names) - set(cache.features))
             if missing:
                 raise ValueError(f"the teacher cache holds no features of {missing}")
+            # the cache answers for the teacher from now on: let its weights go (B6 + B7 are ~100M parameters)
+            self.teacher_hooks.remove()
+            self.__dict__["teacher"] = None
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
-        self.teacher.eval()  # the teacher's batch-norm statistics never move
+        if self.teacher is not None:
+            self.teacher.eval()  # the teacher's batch-norm statistics never move
         return self
 
     @torch.no_grad()
