@@ -203,3 +203,33 @@ def test_folder_input_and_holoscan_variables_from_the_command_line(tmp_path, dic
     assert record["source"]["file"] == str(folder / "IM0001")
     assert record["model"]["checkpoint"] == str(bundle_dir / "models" / "model.pt")
     assert (out / "classification_sr.dcm").is_file() and list((out / "saliency").glob("IM0001_*.png"))
+
+
+def test_stage_map_makes_a_packageable_application_folder(tmp_path, bundle_dir):
+    """scripts/stage_map.py: the folder `monai-deploy package` takes, and the MAP's models layout resolves."""
+    import tomllib
+
+    from bundle.deploy.core import _resolve_model
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        import stage_map
+    finally:
+        sys.path.remove(str(REPO_ROOT / "scripts"))
+    out = stage_map.stage(bundle_dir, tmp_path / "map")
+    app = out / "app"
+    assert (app / "__main__.py").is_file() and (app / "bundle" / "deploy" / "app.py").is_file()
+    assert not list(app.rglob("__pycache__"))
+    assert json.loads((app / "configs" / "inference.json").read_text())["image_size"] == IMAGE_SIZE
+    metadata = json.loads((app / "configs" / "metadata.json").read_text())
+    assert f"version: {metadata['version']}" in (app / "app.yaml").read_text()
+    requirements = (app / "requirements.txt").read_text().splitlines()
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert requirements[: len(project["dependencies"])] == project["dependencies"]
+    assert any(r.startswith("monai-deploy-app-sdk") for r in requirements)
+    assert any(r.startswith("highdicom") for r in requirements)
+    assert not any(r.startswith("holoscan-cli") for r in requirements)  # the packager, not the app
+    checkpoint = out / "models" / "cxr-distill" / "model.pt"
+    assert checkpoint.read_bytes() == (bundle_dir / "models" / "model.pt").read_bytes()
+    _, found = _resolve_model(out / "models")  # HOLOSCAN_MODEL_PATH=/opt/holoscan/models in a MAP
+    assert found == checkpoint.resolve()

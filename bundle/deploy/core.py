@@ -209,8 +209,13 @@ def _resolve_model(model: str | os.PathLike) -> tuple[Path, Path]:
         for root, checkpoint in ((path, path / "models" / "model.pt"), (path.parent, path / "model.pt")):
             if checkpoint.is_file() and (root / "configs" / "inference.json").is_file():
                 return root, checkpoint
-        if (path / "model.pt").is_file():  # a bare models folder (a MAP's /opt/holoscan/models)
+        if (path / "model.pt").is_file():  # a bare folder with the checkpoint
             return _bundle_root_for(path / "model.pt"), path / "model.pt"
+        nested = sorted(path.glob("*/model.pt"))  # a MAP's /opt/holoscan/models/<model name>/model.pt
+        if len(nested) == 1:
+            return _bundle_root_for(nested[0]), nested[0]
+        if len(nested) > 1:
+            raise FileNotFoundError(f"{path}: several models ({', '.join(map(str, nested))}); pass one")
         raise FileNotFoundError(f"{path}: no models/model.pt with configs/inference.json (a bundle folder), "
                                 f"nor a model.pt")
     return _bundle_root_for(path), path
