@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv and installs the bundle with its test and export extras.
+# Creates .venv and installs the bundle with its test, export and deploy extras (deploy: the MONAI
+# Deploy App SDK and Holoscan, ~15 s and ~0.5 GB more; tests/test_deploy.py runs the app).
 # torch is pinned to 2.13.0 here: on the project's machines that version is a local CPU
 # build; pyproject.toml keeps a range for users who bring their own (e.g. CUDA) torch.
 set -euo pipefail
@@ -11,4 +12,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[test,export]"
+# torch named again so that no extra's resolution can move it off 2.13.0
+.venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[test,export,deploy]"

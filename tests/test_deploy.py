@@ -1,0 +1,235 @@
+"""MONAI Deploy application (bundle/deploy): the real CR DICOM in; JSON, DICOM SR and Grad-CAM overlay out.
+
+The app runs in this process through its command (``bundle.deploy.__main__.main``) and once
+as ``python -m bundle.deploy`` with the SDK's ``HOLOSCAN_*`` variables. Its probabilities
+and saliency maps must equal those of ``configs/inference.json`` for the same file and
+checkpoint. The SDK (Holoscan) is the optional ``deploy`` extra: without it these tests
+skip, except under CI=true, where ``scripts/setup_env.sh`` installs it and they must run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bundle.networks import ThreeConvStudent
+from conftest import REPO_ROOT, require_shared, run_bundle
+
+CLASSES = ["Nodule", "Consolidation", "Pleural Effusion", "Cardiomegaly", "Pneumothorax"]
+IMAGE_SIZE = 64
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def _require_sdk() -> None:
+    from bundle.deploy import sdk_available
+
+    if not sdk_available():
+        message = "MONAI Deploy App SDK not installed (pip install -e '.[deploy]')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    pytest.importorskip("highdicom")
+
+
+@pytest.fixture(scope="module")
+def dicom() -> Path:
+    return require_shared("dicom/chest_cr_monochrome1.dcm")
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory) -> Path:
+    """A bundle folder as a user would pass it: configs/ (image size 64) and a random-init models/model.pt."""
+    root = tmp_path_factory.mktemp("bundle")
+    (root / "configs").mkdir()
+    (root / "models").mkdir()
+    config = json.loads((REPO_ROOT / "configs" / "inference.json").read_text())
+    config["image_size"] = IMAGE_SIZE
+    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    shutil.copy(REPO_ROOT / "configs" / "metadata.json", root / "configs" / "metadata.json")
+    torch.manual_seed(0)
+    torch.save(ThreeConvStudent(in_channels=1, out_channels=len(CLASSES)).state_dict(), root / "models" / "model.pt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def app_output(tmp_path_factory, dicom, bundle_dir) -> Path:
+    _require_sdk()
+    from bundle.deploy.__main__ import main
+
+    out = tmp_path_factory.mktemp("deploy_out")
+    assert main(["bundle.deploy", "-i", str(dicom), "-o", str(out), "-m", str(bundle_dir)]) == 0
+    return out
+
+
+def test_app_writes_classification_json(app_output, dicom):
+    import pydicom
+
+    record = json.loads((app_output / "classification.json").read_text())
+    source = pydicom.dcmread(dicom, stop_before_pixels=True)
+    assert record["class_names"] == CLASSES and record["task"] == "multilabel" and record["threshold"] == 0.5
+    probabilities = record["probabilities"]
+    assert sorted(probabilities) == sorted(CLASSES)
+    assert all(0.0 < p < 1.0 for p in probabilities.values())
+    # multi-label: independent sigmoids, so they do not sum to 1 (a softmax would)
+    assert abs(sum(probabilities.values()) - 1.0) > 0.1
+    assert record["positive_findings"] == [c for c in CLASSES if probabilities[c] >= 0.5]
+    assert record["source"]["sop_instance_uid"] == source.SOPInstanceUID
+    assert record["source"]["study_instance_uid"] == source.StudyInstanceUID
+    assert (record["source"]["rows"], record["source"]["columns"]) == (1955, 1841)
+    metadata = json.loads((REPO_ROOT / "configs" / "metadata.json").read_text())
+    assert record["model"]["version"] == metadata["version"] and record["model"]["network"] == "ThreeConvStudent"
+    assert record["model"]["image_size"] == IMAGE_SIZE
+    assert "NOT FOR DIAGNOSTIC USE" in record["disclaimer"]
+    assert Path(record["structured_report"]) == app_output / "classification_sr.dcm"
+
+
+def test_app_writes_a_structured_report_referencing_the_source(app_output, dicom):
+    import highdicom as hd
+    import pydicom
+
+    source = pydicom.dcmread(dicom, stop_before_pixels=True)
+    sr = pydicom.dcmread(app_output / "classification_sr.dcm")
+    assert sr.SOPClassUID == COMPREHENSIVE_3D_SR and sr.Modality == "SR"
+    assert sr.StudyInstanceUID == source.StudyInstanceUID and sr.PatientID == source.PatientID
+    assert sr.SeriesInstanceUID != source.SeriesInstanceUID
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
+    assert evidence.StudyInstanceUID == source.StudyInstanceUID
+    referenced = evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert referenced.ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert referenced.ReferencedSOPClassUID == source.SOPClassUID
+    assert sr.ContentQualification == "RESEARCH" and "NOT FOR DIAGNOSTIC USE" in sr.SeriesDescription
+    assert any("NOT FOR DIAGNOSTIC USE" in item.get("TextValue", "") for item in sr.ContentSequence)
+
+    record = json.loads((app_output / "classification.json").read_text())
+    groups = hd.sr.srread(app_output / "classification_sr.dcm").content.get_image_measurement_groups()
+    assert [g.finding_type.meaning for g in groups] == CLASSES
+    for group, name in zip(groups, CLASSES):
+        (measurement,) = group.get_measurements()
+        assert measurement.name.meaning == "Probability"
+        assert measurement.value == pytest.approx(record["probabilities"][name], abs=1e-6)
+        (evaluation,) = group.get_qualitative_evaluations()
+        assert evaluation.value.meaning == ("Present" if name in record["positive_findings"] else "Absent")
+        assert group.source_images[0].referenced_sop_instance_uid == source.SOPInstanceUID
+
+
+def test_app_writes_saliency_overlays(app_output):
+    record = json.loads((app_output / "classification.json").read_text())
+    explained = record["positive_findings"] or [max(record["probabilities"], key=record["probabilities"].get)]
+    assert sorted(record["saliency"]) == sorted(explained)
+    for name in explained:
+        png = app_output / "saliency" / f"chest_cr_monochrome1_{name.replace(' ', '_')}.png"
+        assert str(png) in record["saliency"][name]
+        with Image.open(png) as overlay:
+            assert overlay.size == (IMAGE_SIZE, IMAGE_SIZE) and overlay.mode == "RGB"
+        saliency = np.load(png.with_suffix(".npy"))
+        assert saliency.shape == (IMAGE_SIZE, IMAGE_SIZE) and 0.0 <= saliency.min() <= saliency.max() <= 1.0
+
+
+def test_app_and_inference_config_agree(app_output, tmp_path, dicom, bundle_dir):
+    """No drift: the app and configs/inference.json give the same probabilities and maps for one file."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(dicom, folder / dicom.name)
+    out = tmp_path / "bundle_out"
+    run_bundle("configs/inference.json", "run", out, dataset_dir=str(folder),
+               ckpt_path=str(bundle_dir / "models" / "model.pt"), image_size=IMAGE_SIZE, device="cpu")
+    (row,) = json.loads((out / "predictions.json").read_text())
+    app = json.loads((app_output / "classification.json").read_text())
+    assert row["status"] == "ok"
+    for name in CLASSES:
+        assert app["probabilities"][name] == pytest.approx(row["probabilities"][name], abs=1e-6)
+    assert app["positive_findings"] == row["predicted"]
+    for name in app["saliency"]:
+        stem = f"chest_cr_monochrome1_{name.replace(' ', '_')}"
+        np.testing.assert_allclose(np.load(app_output / "saliency" / f"{stem}.npy"),
+                                   np.load(out / "saliency" / f"{stem}.npy"), atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["text file", "not a chest", "no pixel data", "empty folder"])
+def test_bad_input_exits_2_naming_the_file(tmp_path, bundle_dir, capsys, case):
+    _require_sdk()
+    from bundle.deploy.__main__ import main
+
+    if case == "text file":
+        bad = tmp_path / "notes.dcm"
+        bad.write_text("not a DICOM file\n" * 20)
+        expected = "not a DICOM file"
+    elif case == "not a chest":
+        bad = require_shared("dicom/tibia_cr_not_chest_j2k.dcm")
+        expected = "not a chest"
+    elif case == "no pixel data":
+        import pydicom
+
+        source = pydicom.dcmread(require_shared("dicom/chest_cr_monochrome1.dcm"), stop_before_pixels=True)
+        bad = tmp_path / "header_only.dcm"
+        source.save_as(bad, enforce_file_format=True)
+        expected = "no pixel data"
+    else:
+        bad = tmp_path / "empty"
+        bad.mkdir()
+        (bad / "readme.txt").write_text("no images here")
+        expected = "no DICOM image found"
+    out = tmp_path / "out"
+    assert main(["bundle.deploy", "-i", str(bad), "-o", str(out), "-m", str(bundle_dir)]) == 2
+    message = capsys.readouterr().err
+    assert f"error: {bad}:" in message and expected in message
+    assert not (out / "classification.json").exists()
+
+
+@pytest.mark.slow
+def test_folder_input_and_holoscan_variables_from_the_command_line(tmp_path, dicom, bundle_dir):
+    """``python -m bundle.deploy`` with no options: paths from HOLOSCAN_INPUT/OUTPUT/MODEL_PATH, as in a MAP."""
+    _require_sdk()
+    folder = tmp_path / "input" / "study"
+    folder.mkdir(parents=True)
+    shutil.copy(dicom, folder / "IM0001")  # a DICOM without extension, found by content
+    (folder / "notes.txt").write_text("ignored")
+    out = tmp_path / "output"
+    env = {**os.environ, "HOLOSCAN_INPUT_PATH": str(tmp_path / "input"), "HOLOSCAN_OUTPUT_PATH": str(out),
+           "HOLOSCAN_MODEL_PATH": str(bundle_dir / "models" / "model.pt")}
+    result = subprocess.run([sys.executable, "-m", "bundle.deploy"], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((out / "classification.json").read_text())
+    assert record["source"]["file"] == str(folder / "IM0001")
+    assert record["model"]["checkpoint"] == str(bundle_dir / "models" / "model.pt")
+    assert (out / "classification_sr.dcm").is_file() and list((out / "saliency").glob("IM0001_*.png"))
+
+
+def test_stage_map_makes_a_packageable_application_folder(tmp_path, bundle_dir):
+    """scripts/stage_map.py: the folder `monai-deploy package` takes, and the MAP's models layout resolves."""
+    import tomllib
+
+    from bundle.deploy.core import _resolve_model
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        import stage_map
+    finally:
+        sys.path.remove(str(REPO_ROOT / "scripts"))
+    out = stage_map.stage(bundle_dir, tmp_path / "map")
+    app = out / "app"
+    assert (app / "__main__.py").is_file() and (app / "bundle" / "deploy" / "app.py").is_file()
+    assert not list(app.rglob("__pycache__"))
+    assert json.loads((app / "configs" / "inference.json").read_text())["image_size"] == IMAGE_SIZE
+    metadata = json.loads((app / "configs" / "metadata.json").read_text())
+    assert f"version: {metadata['version']}" in (app / "app.yaml").read_text()
+    requirements = (app / "requirements.txt").read_text().splitlines()
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert requirements[: len(project["dependencies"])] == project["dependencies"]
+    assert any(r.startswith("monai-deploy-app-sdk") for r in requirements)
+    assert any(r.startswith("highdicom") for r in requirements)
+    assert not any(r.startswith("holoscan-cli") for r in requirements)  # the packager, not the app
+    checkpoint = out / "models" / "cxr-distill" / "model.pt"
+    assert checkpoint.read_bytes() == (bundle_dir / "models" / "model.pt").read_bytes()
+    _, found = _resolve_model(out / "models")  # HOLOSCAN_MODEL_PATH=/opt/holoscan/models in a MAP
+    assert found == checkpoint.resolve()
