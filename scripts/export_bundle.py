@@ -1,0 +1,83 @@
+"""Package a trained checkpoint as a MONAI Model Zoo bundle folder and zip, with checked exports.
+
+    python scripts/export_bundle.py --ckpt outputs/student/model.pt --out outputs/export
+    python scripts/export_bundle.py --ckpt outputs/pneumonia/model.pt --out outputs/export --onnx \\
+        --name cxr_pneumonia_student_classification \\
+        --set 'class_names=["Normal", "Pneumonia"]' task=multiclass image_size=28
+
+writes ``<out>/<name>/`` (configs, ``models/model.pt`` and ``model.ts`` [and ``model.onnx``], the
+model card ``docs/README.md``, ``docs/data_license.txt``, ``LICENSE``, ``large_files.yml``, the
+``bundle`` code) and ``<out>/<name>_v<version>.zip``. The TorchScript (and ONNX) exports are made
+with MONAI's ``ckpt_export`` / ``onnx_export`` and compared with the PyTorch network; the metadata is
+validated against the offline bundle schema. See ``bundle/export.py`` for the layout and why.
+
+Exit status: 0 on success, 1 when the export fails (missing or mismatched checkpoint, invalid
+metadata, exports that disagree with PyTorch), with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bundle.export import DEFAULT_NAME, ExportError, _parse_value, export_bundle  # noqa: E402
+
+
+def _overrides(pairs: list[str]) -> dict:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ExportError(f"--set takes id=value pairs (value as JSON), got {pair!r}")
+        result[key] = _parse_value(value)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, help="weights to export, e.g. outputs/student/model.pt")
+    parser.add_argument("--out", default="outputs/export", help="folder for <name>/ and <name>_v<version>.zip")
+    parser.add_argument("--name", default=DEFAULT_NAME,
+                        help="bundle name (keep 'classification' in it for MONAI Label's monaibundle app)")
+    parser.add_argument("--key_in_ckpt", default=None, help="entry with the weights in a nested checkpoint, "
+                        "e.g. network for checkpoints/last.pt")
+    parser.add_argument("--set", nargs="*", default=[], metavar="ID=VALUE",
+                        help="config ids of the exported inference.json (JSON values): class_names, task, "
+                             "image_size, network_def ...")
+    parser.add_argument("--metrics", default=None, help="the checkpoint's metrics.json (default: beside --ckpt)")
+    parser.add_argument("--dataset", default=None,
+                        help="what the weights were trained on (default: from metrics.json)")
+    parser.add_argument("--data_license", default=None, help="text file shipped as docs/data_license.txt")
+    parser.add_argument("--onnx", action="store_true", help="also export models/model.onnx (needs the export extra)")
+    parser.add_argument("--no_zip", action="store_true", help="write the folder only")
+    parser.add_argument("--url_base", default=None,
+                        help="where models/ will be hosted, for large_files.yml (default: file:// URLs of the export)")
+    parser.add_argument("--schema", default=None, help="local copy of meta_schema_20240725.json "
+                        "(default: ../shared/monai/)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing <out>/<name>")
+    args = parser.parse_args(argv)
+
+    try:
+        result = export_bundle(
+            args.ckpt, args.out, args.name, key_in_ckpt=args.key_in_ckpt, overrides=_overrides(args.set),
+            metrics=args.metrics, dataset=args.dataset, data_license_file=args.data_license, onnx=args.onnx,
+            zip_bundle=not args.no_zip, url_base=args.url_base, schema=args.schema, overwrite=args.overwrite)
+    except ExportError as error:
+        print(f"export failed: {error}", file=sys.stderr)
+        return 1
+    print(f"bundle: {result.bundle_dir}")
+    if result.zip_path:
+        print(f"zip:    {result.zip_path}")
+    for kind, difference in result.agreement.items():
+        print(f"{kind} vs PyTorch: max |difference| of the logits = {difference:.3g}")
+    if "classification" not in args.name:
+        print("note: MONAI Label's monaibundle app treats a bundle whose name lacks 'classification' as "
+              "segmentation", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
