@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv and installs the bundle with its test, export and deploy extras (deploy: the MONAI
+# Creates .venv and installs the bundle with its test, export and deploy extras, and MONAI Label (deploy: the MONAI
 # Deploy App SDK and Holoscan, ~15 s and ~0.5 GB more; tests/test_deploy.py runs the app).
 # torch is pinned to 2.13.0 here: on the project's machines that version is a local CPU
 # build; pyproject.toml keeps a range for users who bring their own (e.g. CUDA) torch.
@@ -14,3 +14,8 @@ fi
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 # torch named again so that no extra's resolution can move it off 2.13.0
 .venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[test,export,deploy]"
+# MONAI Label, for tests/test_monailabel.py (its own BundleInferTask on the exported bundle). --no-deps:
+# monailabel requires monai[torchvision], which pip resolves to a CUDA torch build in place of the pinned
+# one; the packages below are what its bundle inference task imports (see README, "Use in MONAI Label").
+.venv/bin/python -m pip install --quiet --no-deps "monailabel==0.8.5"
+.venv/bin/python -m pip install --quiet "torch==2.13.0" expiring_dict pydantic-settings pynrrd shapely scikit-image
