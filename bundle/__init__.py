@@ -2,6 +2,7 @@
 
 __version__ = "0.2.0"
 
-from . import data, distill, engines, handlers, inference, losses, metrics, networks  # noqa: E402
+from . import data, distill, engines, handlers, inference, localization, losses, metrics, networks  # noqa: E402
 
-__all__ = ["data", "distill", "engines", "handlers", "inference", "losses", "metrics", "networks", "__version__"]
+__all__ = ["data", "distill", "engines", "handlers", "inference", "localization", "losses", "metrics", "networks",
+           "__version__"]

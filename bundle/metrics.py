@@ -31,7 +31,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = ["classification_metrics", "ClassificationMetrics", "probabilities"]
+__all__ = ["classification_metrics", "ClassificationMetrics", "MultiTaskMetrics", "probabilities"]
 
 
 def probabilities(logits: torch.Tensor | np.ndarray, task: str) -> np.ndarray:
@@ -185,3 +185,53 @@ class ClassificationMetrics(Metric):
         engine.state.metrics.update(report["scalars"])
         engine.state.metrics[name] = report["scalars"][self.key]
         engine.state.classification_report = report
+
+
+class MultiTaskMetrics(ClassificationMetrics):
+    """Metrics of both heads of a findings + normal/abnormal network (the ViTs of MLCAK).
+
+    The network's logits are split by a :class:`~bundle.networks.HeadLayout`, which also
+    derives each head's targets from the data set's labels:
+
+    * ``mlct/...``: multi-label metrics of the findings (sigmoid): ``mlct/auc_macro``,
+      ``mlct/auc/<finding>``, ``mlct/f1_macro`` ...;
+    * ``mcct/...``: multi-class metrics of normal / abnormal (softmax of the two global
+      logits; with one head, the noisy-OR of the findings, see
+      :meth:`~bundle.networks.HeadLayout.global_probabilities`): ``mcct/auc_macro``,
+      ``mcct/accuracy`` ...;
+    * ``auc_macro``: the mean of ``mlct/auc_macro`` and ``mcct/auc_macro`` (the key metric that
+      picks the best checkpoint: both heads count); ``accuracy`` and ``f1_macro`` are the
+      normal / abnormal head's.
+
+    ``classification_report`` holds both heads' confusion matrices and text reports.
+
+    Config example::
+
+        "key_val_metric": {"auc_macro": {"_target_": "bundle.metrics.MultiTaskMetrics", "layout": "@data#heads"}}
+    """
+
+    def __init__(self, layout: Any, key: str = "auc_macro", threshold: float = 0.5,
+                 output_transform: Callable = _from_output, device: str | torch.device = "cpu") -> None:
+        self.layout = layout
+        super().__init__(task=layout.task, class_names=layout.class_names, key=key, threshold=threshold,
+                         output_transform=output_transform, device=device)
+
+    def report(self) -> dict[str, Any]:
+        logits, labels, mask = (torch.as_tensor(a) for a in self._gathered())
+        y_f, m_f, y_g, m_g = self.layout.targets(labels, mask)
+        findings, _ = self.layout.split(logits)
+        heads = {
+            "mlct": classification_metrics(y_f.numpy(), torch.sigmoid(findings).numpy(), m_f.numpy(), "multilabel",
+                                           self.layout.finding_names, self.threshold),
+            "mcct": classification_metrics(y_g.numpy(), self.layout.global_probabilities(logits).numpy(), m_g.numpy(),
+                                           "multiclass", ["Normal", "Abnormal"], self.threshold),
+        }
+        scalars = {f"{head}/{name}": value for head, r in heads.items() for name, value in r["scalars"].items()}
+        scalars["auc_macro"] = _nanmean([scalars["mlct/auc_macro"], scalars["mcct/auc_macro"]])
+        scalars["accuracy"] = scalars["mcct/accuracy"]
+        scalars["f1_macro"] = scalars["mcct/f1_macro"]
+        report = "".join(f"{head} ({'findings' if head == 'mlct' else 'normal / abnormal'}"
+                         f"{', derived from the findings' if head == 'mcct' and self.layout.heads == 1 else ''})\n"
+                         f"{r['report']}\n" for head, r in heads.items())
+        return {"scalars": scalars, "confusion_matrix": {head: r["confusion_matrix"] for head, r in heads.items()},
+                "report": report, "num_samples": int(len(labels))}

@@ -49,3 +49,26 @@ def test_benchmark_cache_reports_both_runs_and_a_speedup(tmp_path, capsys):
     assert set(report["results"]) == {"online", "cache (memory)"}
     assert all(len(r["epoch_seconds"]) == 1 and r["mean_epoch_seconds"] > 0 for r in report["results"].values())
     assert report["epoch_speedup"] > 0 and "speed-up" in capsys.readouterr().out
+
+
+def test_benchmark_resolution_reports_both_heads_gains_and_localization(tmp_path, capsys):
+    out = tmp_path / "resolution.json"
+    micro = '{"hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_dim": 64}'
+    code = _load("benchmark_resolution").main([
+        "--dataset", "synthetic", "--resolutions", "16", "--seeds", "1", "--epochs", "1", "--teacher_epochs", "1",
+        "--teacher_size", "32", "--teacher_patch", "8", "--token_grid", "2", "--batch_size", "8",
+        "--vit_size", micro, "--variants", "student (no KD)", "student + MLCAK",
+        "--work_dir", str(tmp_path / "work"), "--out", str(out),
+        "--set", 'dataset_options={"num_images": 32, "source_size": 64}',
+    ])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report["summary"]) == {"32 px | teacher", "16 px | student (no KD)", "16 px | student + MLCAK"}
+    for row in report["summary"].values():
+        assert 0.0 <= row["mlct_auc"] <= 1.0 and row["phantoms_images"] > 0
+        assert 0.0 <= row["phantoms_pointing_game"] <= 1.0 and 0.0 <= row["phantoms_iou"] <= 1.0
+    assert report["gains"]["16 px"]["mlct_auc"]["seeds"] == 1
+    distilled = report["runs"]["16 px | student + MLCAK"][0]
+    assert distilled["input_shape"] == [1, 16, 16] and "Nodule" in distilled["mlct_auc_per_finding"]
+    printed = capsys.readouterr().out
+    assert "| 16 px | student + MLCAK |" in printed and "pointing game" in printed

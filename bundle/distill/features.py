@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FeatureAdapter", "FeatureHooks", "adapter_key", "build_adapters", "probe_feature_shapes"]
+__all__ = ["FeatureAdapter", "FeatureHooks", "adapter_key", "build_adapters", "probe_feature_shapes", "resize_maps"]
 
 Shape = tuple[int, ...]
 
@@ -115,6 +115,22 @@ def _pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     return size
 
 
+def resize_maps(x: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
+    """``N x C x H x W`` maps resized to ``size``: area averaging when shrinking, else bilinear.
+
+    Shrinking in both dimensions uses ``adaptive_avg_pool2d`` (every input position is averaged
+    in; exact block means when the factor is an integer), avoiding the aliasing of bilinear
+    sampling, which skips positions when the factor exceeds 2; otherwise bilinear interpolation
+    (``align_corners=False``). Both are linear with weights summing to 1.
+    """
+    size = _pair(size)
+    if tuple(x.shape[-2:]) == size:
+        return x
+    if size[0] <= x.shape[-2] and size[1] <= x.shape[-1]:
+        return F.adaptive_avg_pool2d(x, size)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 class FeatureAdapter(nn.Module):
     """1x1 convolution to ``out_channels``, and a resize to ``size`` (2-D maps).
 
@@ -143,11 +159,7 @@ class FeatureAdapter(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
-        if self.size is None or tuple(x.shape[-2:]) == self.size:
-            return x
-        if self.size[0] <= x.shape[-2] and self.size[1] <= x.shape[-1]:
-            return F.adaptive_avg_pool2d(x, self.size)
-        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return x if self.size is None else resize_maps(x, self.size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:

@@ -28,13 +28,15 @@ from ..distill.cache import SAMPLE_INDEX  # position in the training list: the k
 
 from ..distributed import average_gradients
 
-__all__ = ["CXRTrainer", "LABEL_MASK", "LOSS_TERMS", "SAMPLE_INDEX", "ERROR", "drop_unreadable", "flatten_handlers"]
+__all__ = ["CXRTrainer", "LABEL_MASK", "LOSS_TERMS", "SAMPLE_INDEX", "TEACHER_IMAGE", "ERROR", "drop_unreadable",
+           "flatten_handlers"]
 
 logger = logging.getLogger(__name__)
 
 LABEL_MASK = "label_mask"
 ERROR = "error"  # set by LoadCXRd(on_error="record"): "" or why the image could not be read
 LOSS_TERMS = "loss_terms"
+TEACHER_IMAGE = "teacher_image"  # optional: the image as the teacher sees it (e.g. MLCAK's 224 px view of a 28 px input)
 
 
 def flatten_handlers(handlers: Any) -> list[Any]:
@@ -113,13 +115,17 @@ class CXRTrainer(SupervisedTrainer):
     ) -> dict[str, torch.Tensor]:
         """Named loss terms of one batch: ``hard``, then the distiller's (``soft``, ``feature/<layer>``).
 
+        ``images`` are what the teacher sees (the batch's ``teacher_image`` when it has one).
         ``sample_index`` (positions in the training list) lets a distiller with a
-        teacher-output cache look the teacher's outputs up.
+        teacher-output cache look the teacher's outputs up. A loss that returns several
+        hard-label terms names them ``hard/<name>``; the distiller's ``hard`` weight scales each.
         """
         result = self.loss_function(logits, labels, mask)
         terms = dict(result) if isinstance(result, dict) else {"hard": result}
         if self.distiller is not None:
-            terms["hard"] = self.distiller.weights["hard"] * terms["hard"]
+            weight = self.distiller.weights["hard"]
+            terms = {name: weight * term if name == "hard" or name.startswith("hard/") else term
+                     for name, term in terms.items()}
             terms.update(self.distiller(images, logits, sample_index))
         return terms
 
@@ -131,13 +137,16 @@ class CXRTrainer(SupervisedTrainer):
             engine.state.output = {Keys.LOSS: torch.zeros((), device=engine.state.device), LOSS_TERMS: {}}
             return engine.state.output
         images, labels, mask = batch_to_device(batchdata, engine.state.device, engine.non_blocking)
+        teacher_images = batchdata.get(TEACHER_IMAGE)
+        teacher_images = images if teacher_images is None else teacher_images.to(engine.state.device,
+                                                                                  non_blocking=engine.non_blocking)
         engine.state.output = {Keys.IMAGE: images, Keys.LABEL: labels, LABEL_MASK: mask}
 
         def forward_and_loss() -> None:
             logits = engine.inferer(images, engine.network)
             engine.state.output[Keys.PRED] = logits
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            terms = engine.compute_loss_terms(logits, labels, mask, images, batchdata.get(SAMPLE_INDEX))
+            terms = engine.compute_loss_terms(logits, labels, mask, teacher_images, batchdata.get(SAMPLE_INDEX))
             engine.state.output[Keys.LOSS] = torch.stack([t.float() for t in terms.values()]).sum()
             engine.state.output[LOSS_TERMS] = {name: float(t.detach()) for name, t in terms.items()}
             engine.fire_event(IterationEvents.LOSS_COMPLETED)

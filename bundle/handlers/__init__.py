@@ -1,5 +1,6 @@
 """Ignite handlers, one concern each."""
 
+from .attention import AttentionMapWriter
 from .checkpoint import ModelSaver, ResumeCheckpoint, save_atomic
 from .guards import NonFiniteLossError, NonFiniteLossGuard
 from .loss_terms import LossTermsLogger
@@ -12,6 +13,7 @@ from .seeding import SeedEachEpoch, epoch_seed
 from .tracking import TrackingSetup, tracking_run_name
 
 __all__ = [
+    "AttentionMapWriter",
     "LossTermsLogger",
     "MetricsJSONWriter",
     "ModelSaver",

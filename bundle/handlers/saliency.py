@@ -32,7 +32,7 @@ from monai.visualize import GradCAM, GradCAMpp
 from monai.visualize.utils import blend_images
 from PIL import Image
 
-__all__ = ["SaliencyWriter", "saliency_targets"]
+__all__ = ["SaliencyWriter", "saliency_targets", "unique_stem", "write_overlay"]
 
 METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
 
@@ -50,6 +50,26 @@ def saliency_targets(probabilities: torch.Tensor, task: str, threshold: float = 
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "image"
+
+
+def unique_stem(filename: str, seen: dict[str, int]) -> str:
+    """A file-name-safe stem of an input path, suffixed ``_2``, ``_3`` ... when two inputs share a name."""
+    name = Path(filename).name
+    for suffix in (".nii.gz", *Path(name).suffixes[-1:]):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    stem = _safe(name)
+    count = seen.get(stem, 0)
+    seen[stem] = count + 1
+    return stem if count == 0 else f"{stem}_{count + 1}"
+
+
+def write_overlay(path: str | os.PathLike, image: torch.Tensor, saliency: torch.Tensor) -> None:
+    """PNG of a map over its image: jet colours blended in proportion to the map (``1 x H x W``, in [0, 1])."""
+    blended = blend_images(image, saliency, alpha=0.5 * saliency, cmap="jet", transparent_background=False)
+    rgb = (np.clip(np.asarray(blended), 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+    Image.fromarray(rgb).save(path)
 
 
 class SaliencyWriter:
@@ -89,15 +109,7 @@ class SaliencyWriter:
             engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def _stem(self, filename: str) -> str:
-        name = Path(filename).name
-        for suffix in (".nii.gz", *Path(name).suffixes[-1:]):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-                break
-        stem = _safe(name)
-        seen = self._stems.get(stem, 0)
-        self._stems[stem] = seen + 1
-        return stem if seen == 0 else f"{stem}_{seen + 1}"  # two inputs with one name
+        return unique_stem(filename, self._stems)
 
     def __call__(self, engine: Engine) -> None:
         keep = [i for i, sample in enumerate(engine.state.batch) if not sample.get(self.error_key)]
@@ -121,7 +133,5 @@ class SaliencyWriter:
         np.save(base.with_suffix(".npy"), saliency[0].numpy().astype(np.float32))
         self.written.append(base.with_suffix(".npy"))
         if self.overlay:
-            blended = blend_images(image, saliency, alpha=0.5 * saliency, cmap="jet", transparent_background=False)
-            rgb = (np.clip(np.asarray(blended), 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
-            Image.fromarray(rgb).save(base.with_suffix(".png"))
+            write_overlay(base.with_suffix(".png"), image, saliency)
             self.written.append(base.with_suffix(".png"))

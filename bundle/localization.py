@@ -1,0 +1,230 @@
+"""Do explanations point at the findings? Pointing game and box IoU of saliency maps.
+
+For any saliency map (ViT attention, Grad-CAM ...) of shape ``(H, W)`` and boxes
+``[x_min, y_min, x_max, y_max]`` in the map's pixel coordinates (``x`` = column, ``y`` = row;
+the pixel ``(row r, column c)`` covers ``[c, c + 1) x [r, r + 1)``, so integer boxes with
+exclusive maxima, as :mod:`bundle.data.phantoms` writes them, cover exactly their pixels):
+
+* :func:`pointing_game` (Zhang et al., "Top-down neural attention by excitation backprop",
+  ECCV 2016): a hit when the map's maximum lies in a box. The maximum is the first
+  ``argmax`` in row-major order; ``tolerance`` (pixels, default 0: the peak pixel itself must
+  be inside) counts a peak within that distance of a box as a hit (Zhang et al. use 15 px at
+  224 px). Chance level is the fraction of the image the boxes cover (reported as
+  ``chance`` by :func:`localization_scores`).
+* :func:`box_iou`: the map, min-max scaled to [0, 1], thresholded at ``threshold`` (default
+  0.5: the upper half of its range), against the union of the boxes, by intersection over
+  union. Why the range and not a fraction of the maximum: attention maps have a floor (every
+  patch receives some attention), so "0.5 of the max" marks most of the image whenever the map
+  is flat; min-max scaling measures the map's own contrast. CAM (Zhou et al. 2016) boxes use
+  20 % of the max; 0.5 of the range is the usual choice in weakly supervised localisation.
+
+A box that holds no pixel centre (a 1 % nodule on a 28 px map is 0.3 px wide) is given the
+pixel that holds its centre, so that small findings stay scorable at low resolution.
+
+:func:`localization_scores` averages both over images (the union of an image's boxes: the
+map of a ViT does not depend on the class) and per finding (that finding's boxes, over the
+images that have it). :func:`evaluate_saliency` runs a saliency function over records with
+boxes (the phantoms' ``boxes``; NIH's ``BBox_List_2017``, :func:`nih_box_records`), scaling
+the boxes from the image file's pixels to the map's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "boxes_mask",
+    "scale_boxes",
+    "pointing_game",
+    "box_iou",
+    "localization_scores",
+    "evaluate_saliency",
+    "attention_saliency",
+    "nih_box_records",
+]
+
+Box = Sequence[float]
+
+
+def _box_of(item: Box | Mapping[str, Any]) -> Box:
+    return item["box"] if isinstance(item, Mapping) else item
+
+
+def boxes_mask(boxes: Iterable[Box | Mapping[str, Any]], shape: Sequence[int]) -> np.ndarray:
+    """Boolean ``(H, W)`` mask of the union of the boxes (a pixel is in when its centre is)."""
+    height, width = int(shape[0]), int(shape[1])
+    mask = np.zeros((height, width), dtype=bool)
+    centres_x, centres_y = np.arange(width) + 0.5, np.arange(height) + 0.5
+    for item in boxes:
+        x0, y0, x1, y1 = (float(v) for v in _box_of(item))
+        cols = (centres_x >= x0) & (centres_x < x1)
+        rows = (centres_y >= y0) & (centres_y < y1)
+        if cols.any() and rows.any():
+            mask[np.ix_(rows, cols)] = True
+        else:  # thinner than a pixel: the pixel holding the box's centre
+            r = min(max(int((y0 + y1) / 2), 0), height - 1)
+            c = min(max(int((x0 + x1) / 2), 0), width - 1)
+            mask[r, c] = True
+    return mask
+
+
+def scale_boxes(boxes: Iterable[Mapping[str, Any]], from_shape: Sequence[int], to_shape: Sequence[int]
+                ) -> list[dict[str, Any]]:
+    """Boxes in pixels of an ``(H0, W0)`` image -> pixels of an ``(H, W)`` map (the same field of view)."""
+    sy, sx = to_shape[0] / from_shape[0], to_shape[1] / from_shape[1]
+    return [{**dict(b), "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]}
+            for b in boxes]
+
+
+def _as_map(saliency_map: Any) -> np.ndarray:
+    array = np.asarray(saliency_map.detach().cpu() if isinstance(saliency_map, torch.Tensor) else saliency_map,
+                       dtype=np.float64)
+    array = np.squeeze(array)
+    if array.ndim != 2:
+        raise ValueError(f"a saliency map must be H x W, got shape {array.shape}")
+    return array
+
+
+def pointing_game(saliency_map: Any, boxes: Iterable[Box | Mapping[str, Any]], tolerance: float = 0.0) -> bool:
+    """True when the map's maximum (first ``argmax``, row-major) is in a box, or within ``tolerance`` px of one."""
+    array = _as_map(saliency_map)
+    mask = boxes_mask(boxes, array.shape)
+    r, c = np.unravel_index(int(np.argmax(array)), array.shape)
+    if mask[r, c]:
+        return True
+    if tolerance <= 0 or not mask.any():
+        return False
+    rows, cols = np.nonzero(mask)
+    return bool(np.min((rows - r) ** 2 + (cols - c) ** 2) <= tolerance**2)
+
+
+def box_iou(saliency_map: Any, boxes: Iterable[Box | Mapping[str, Any]], threshold: float = 0.5) -> float:
+    """IoU of ``{minmax(map) >= threshold}`` with the union of the boxes (0 for a constant map)."""
+    array = _as_map(saliency_map)
+    low, high = array.min(), array.max()
+    region = (array - low) / (high - low) >= threshold if high > low else np.zeros(array.shape, dtype=bool)
+    mask = boxes_mask(boxes, array.shape)
+    union = np.logical_or(region, mask).sum()
+    return float(np.logical_and(region, mask).sum() / union) if union else 0.0
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def localization_scores(items: Iterable[tuple[Any, Sequence[Mapping[str, Any]]]], threshold: float = 0.5,
+                        tolerance: float = 0.0) -> dict[str, Any]:
+    """Pointing-game hit rate and mean IoU over ``(map, boxes)`` pairs (boxes in the map's pixels).
+
+    Returns ``{"images", "pointing_game", "iou", "chance", "per_finding": {label: {"images",
+    "pointing_game", "iou", "chance"}}}``; ``chance`` is the mean fraction of the map the boxes
+    cover (the hit rate of a uniformly random peak). Pairs without boxes are skipped; the
+    scores are None when no pair has one.
+    """
+    hits: list[float] = []
+    ious: list[float] = []
+    chance: list[float] = []
+    per_finding: dict[str, dict[str, list[float]]] = {}
+    for saliency_map, boxes in items:
+        if not boxes:
+            continue
+        array = _as_map(saliency_map)
+        hits.append(float(pointing_game(array, boxes, tolerance)))
+        ious.append(box_iou(array, boxes, threshold))
+        chance.append(float(boxes_mask(boxes, array.shape).mean()))
+        for label in dict.fromkeys(str(b.get("label", "finding")) for b in boxes):
+            own = [b for b in boxes if str(b.get("label", "finding")) == label]
+            entry = per_finding.setdefault(label, {"pointing_game": [], "iou": [], "chance": []})
+            entry["pointing_game"].append(float(pointing_game(array, own, tolerance)))
+            entry["iou"].append(box_iou(array, own, threshold))
+            entry["chance"].append(float(boxes_mask(own, array.shape).mean()))
+    return {
+        "images": len(hits), "pointing_game": _mean(hits), "iou": _mean(ious), "chance": _mean(chance),
+        "threshold": threshold, "tolerance": tolerance,
+        "per_finding": {label: {"images": len(v["iou"]), **{k: _mean(v[k]) for k in ("pointing_game", "iou", "chance")}}
+                        for label, v in sorted(per_finding.items())},
+    }
+
+
+def attention_saliency(network: torch.nn.Module, layers: str | Sequence[int] = "all"
+                       ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``images (N, 1, H, W) -> maps (N, H, W)``: a ViT's mean attention map at the input size."""
+    from .distributed import unwrap
+
+    def saliency(images: torch.Tensor) -> torch.Tensor:
+        return unwrap(network).explain(images, layers)[1]
+
+    return saliency
+
+
+def _default_transform(image_size: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    from monai.transforms import Compose, EnsureTyped, Resized
+
+    from .data.io import LoadCXRd
+
+    return Compose([LoadCXRd(keys="image", require_chest=False),
+                    Resized(keys="image", spatial_size=(image_size, image_size), mode="area"),
+                    EnsureTyped(keys="image", dtype=torch.float32, track_meta=False)])
+
+
+def evaluate_saliency(
+    saliency: Callable[[torch.Tensor], torch.Tensor],
+    records: Iterable[Mapping[str, Any]],
+    image_size: int,
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+    threshold: float = 0.5,
+    tolerance: float = 0.0,
+    labels: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """:func:`localization_scores` of ``saliency`` over the records that have boxes.
+
+    Args:
+        saliency: ``images -> maps`` at the input size (e.g. :func:`attention_saliency`).
+        records: ``{"image": path, "boxes": [{"label", "box"}]}`` with boxes in the image
+            file's pixels (phantom records, :func:`nih_box_records`).
+        image_size: the network's input side; boxes are scaled from each file's size to it.
+        transform: image preprocessing (default: load, area-resize to ``image_size``, as
+            inference and evaluation do).
+        labels: keep only boxes of these findings (None: all).
+    """
+    from .data.io import load_cxr
+
+    transform = transform or _default_transform(image_size)
+    chosen = []
+    for record in records:
+        boxes = [b for b in record.get("boxes") or [] if labels is None or b.get("label") in labels]
+        if boxes:
+            chosen.append((record, boxes))
+    items: list[tuple[np.ndarray, list[dict[str, Any]]]] = []
+    for start in range(0, len(chosen), batch_size):
+        batch = chosen[start:start + batch_size]
+        images = torch.stack([torch.as_tensor(transform({"image": r["image"]})["image"]) for r, _ in batch])
+        maps = saliency(images.float().to(device)).detach().float().cpu().numpy()
+        for (record, boxes), saliency_map in zip(batch, maps):
+            image = record["image"]
+            source = (np.shape(image)[-2:] if not isinstance(image, (str, os.PathLike))
+                      else load_cxr(image, require_chest=False).shape)
+            items.append((saliency_map, scale_boxes(boxes, source, saliency_map.shape)))
+    return localization_scores(items, threshold, tolerance)
+
+
+def nih_box_records(bbox_csv: str | os.PathLike, image_root: str | os.PathLike) -> list[dict[str, Any]]:
+    """NIH ``BBox_List_2017`` boxes of the images found (by file name, anywhere) under ``image_root``.
+
+    Returns ``[{"image": path, "boxes": [{"label", "box"}]}]`` (boxes on the 1024 px grid the
+    files have); an empty list when none of the images there has a box.
+    """
+    from .data.readers import read_nih_boxes
+
+    boxes = read_nih_boxes(bbox_csv)
+    root = Path(image_root)
+    found = {path.name: path for path in root.rglob("*.png")} if root.is_dir() else {}
+    return [{"image": str(found[name]), "boxes": boxes[name]} for name in sorted(boxes) if name in found]
