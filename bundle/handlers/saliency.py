@@ -1,9 +1,10 @@
 """Grad-CAM / Grad-CAM++ saliency of a CNN's decisions, written beside the predictions.
 
 Uses ``monai.visualize.GradCAM`` / ``GradCAMpp`` on the module named ``target_layer``
-(e.g. ``conv3`` of the 3-conv student, ``features.denseblock4`` of DenseNet121,
-``members.0._blocks.15`` of an EfficientNet teacher). For every readable input and
-every explained class it writes, under ``<output_dir>/saliency/``:
+(e.g. ``conv3`` of the 3-conv student, ``features.denseblock4`` of DenseNet121 and DenseNet161,
+``members.0._conv_head`` of the EfficientNet teacher, ``head`` of the compact student; all of them in
+``bundle.networks.NETWORKS``). For every readable input and every explained class it writes, under
+``<output_dir>/saliency/``:
 
 * ``<image stem>_<class>.npy``: the raw map, float32, in [0, 1], at the network's
   input size (MONAI upsamples and min-max normalises it);
