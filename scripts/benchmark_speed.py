@@ -300,14 +300,14 @@ def teacher_cache(args: argparse.Namespace) -> dict[str, Any] | None:
         out = Path(args.work_dir) / "teacher_cache.json"
         argv = ["--device", args.device, "--work_dir", str(Path(args.work_dir) / "cache"), "--out", str(out),
                 *shlex.split(args.cache_args)]
-        print(f"teacher cache: python scripts/benchmark_cache.py {' '.join(argv)}", flush=True)
+        print(f"teacher cache: python scripts/benchmark_cache.py {shlex.join(argv)}", flush=True)
         cwd = os.getcwd()
         try:
             benchmark_cache.main(argv)
         finally:
             os.chdir(cwd)
         report = json.loads(out.read_text())
-        source = "measured by scripts/benchmark_cache.py " + " ".join(argv)
+        source = "measured by scripts/benchmark_cache.py " + shlex.join(argv)
     else:
         return None
     return {"epoch_speedup": report["epoch_speedup"], "source": source,
