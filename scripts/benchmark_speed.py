@@ -182,7 +182,7 @@ def end_to_end(network: Any, name: str, size: int, device: Any, settings: dict[s
     from monai.bundle import ConfigParser
     from monai.visualize import GradCAM
 
-    from bundle.handlers.saliency import saliency_targets
+    from bundle.handlers.saliency import gradients_from_layer, saliency_targets
     from bundle.networks import NETWORKS
 
     if device.type == "cpu":
@@ -212,7 +212,7 @@ def end_to_end(network: Any, name: str, size: int, device: Any, settings: dict[s
         t2 = time.perf_counter()
         targets = saliency_targets(probabilities, task, threshold, settings["saliency_classes"])[0]
         for k in targets:
-            with torch.enable_grad():
+            with torch.enable_grad(), gradients_from_layer(network, layer):  # as SaliencyWriter does
                 saliency = cam(image, class_idx=k)
             saliency.detach().float().cpu()
         sync()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from monai.visualize import GradCAM
 
+from bundle.handlers.saliency import gradients_from_layer
 from bundle.networks import (NETWORKS, DenseNet161, MobileNetV3, build_network, count_flops, count_parameters,
                              profile_networks, profile_table)
 from conftest import run_bundle
@@ -20,6 +22,9 @@ def test_compact_student_is_within_the_papers_budget_at_224_px():
     assert count_parameters(network) <= 5_000_000
     # PyTorch's counter: 2 FLOPs per multiply-add (the strict reading of "0.35 GFLOPs")
     assert count_flops(network, (1, 224, 224)) <= 0.35e9
+    # the width is a top-level id of the stage config (--width_mult): 1.0 is MobileNetV3-Large itself
+    wider, _ = build_network("compact_student", num_classes=14, overrides={"width_mult": 1.0})
+    assert count_parameters(wider) == 4_219_678 > count_parameters(network)
 
 
 def test_networks_are_the_published_architectures():
@@ -59,3 +64,17 @@ def test_profile_report_covers_every_network_at_its_configured_size():
     assert all(r["parameters"] > 0 and r["gflops"] > 0 and abs(r["gmacs"] * 2 - r["gflops"]) < 1e-12 for r in rows)
     table = profile_table(rows)
     assert table.count("\n") == len(rows) + 1 and "MobileNetV3-Large" in table
+
+
+@pytest.mark.parametrize("name", ["student", "compact_student", "assistant", "teacher"])
+def test_grad_cam_from_its_layer_on_gives_the_same_maps(name):
+    network, _ = build_network(name, num_classes=3)
+    network.eval()
+    layer = NETWORKS[name].saliency_layer
+    images = torch.rand(2, 1, 64, 64)
+    reference = GradCAM(nn_module=network, target_layers=layer)(images, class_idx=2)
+    with gradients_from_layer(network, layer):
+        fast = GradCAM(nn_module=network, target_layers=layer)(images, class_idx=2)
+        assert not any(p.requires_grad for p in network.parameters())
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-4)
+    assert all(p.requires_grad for p in network.parameters())  # restored
