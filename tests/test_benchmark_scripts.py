@@ -72,3 +72,40 @@ def test_benchmark_resolution_reports_both_heads_gains_and_localization(tmp_path
     assert distilled["input_shape"] == [1, 16, 16] and "Nodule" in distilled["mlct_auc_per_finding"]
     printed = capsys.readouterr().out
     assert "| 16 px | student + MLCAK |" in printed and "pointing game" in printed
+
+
+def test_benchmark_speed_reports_every_measurement_and_the_targets(tmp_path, capsys):
+    from conftest import require_shared
+
+    dicom = require_shared("dicom/chest_cr_monochrome1.dcm")
+    out = tmp_path / "speed.json"
+    cache = tmp_path / "cache.json"  # an earlier benchmark_cache.py result, embedded with --cache_from
+    cache.write_text(json.dumps({"epoch_speedup": 2.5, "date": "2026-11-23", "command": "python scripts/...",
+                                 "settings": {"stage": "student", "teacher": "teacher", "image_size": 128},
+                                 "results": {"online": {"mean_epoch_seconds": 5.0},
+                                             "cache (memory)": {"mean_epoch_seconds": 2.0}}}))
+    code = _load("benchmark_speed").main([
+        "--networks", "student", "teacher", "compact_student", "--image_size", "32", "--repeats", "1",
+        "--warmup", "0", "--batch_size", "2", "--dicom", str(dicom), "--cache_from", str(cache),
+        "--work_dir", str(tmp_path / "work"), "--out", str(out),
+    ])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu" and report["machine"]["cpu_count"] >= 1 and report["date"]
+    assert list(report["networks"]) == ["student", "teacher", "compact_student"]
+    for result in report["networks"].values():
+        assert result["image_size"] == 32 and result["parameters"] > 0 and result["gflops"] > 0
+        assert result["latency_batch1"]["threads"] == 1 and len(result["latency_batch1"]["runs_ms"]) == 1
+        assert result["throughput"]["batch_size"] == 2 and result["throughput"]["images_per_s"] > 0
+        assert result["memory"]["batch2_peak_mib"] >= result["memory"]["model_loaded_mib"] > 0
+        e2e = result["end_to_end"]
+        assert e2e["median_ms"] > 0 and set(e2e["parts_median_ms"]) == {"read_preprocess", "predict", "saliency"}
+        assert e2e["explained_classes"] == 1
+    assert report["networks"]["compact_student"]["end_to_end"]["saliency_layer"] == "head"
+    assert report["teacher_cache"]["epoch_speedup"] == 2.5
+    status = {row["network"]: row["status"] for row in report["targets"] if "reference" in row}
+    assert status["student"] in ("PASS", "FAIL") and status["compact_student"] == "not measured"
+    latency = [row for row in report["targets"] if "required_ms" in row]
+    assert latency[0]["status"] in ("PASS", "FAIL") and latency[0]["value"] > 0
+    printed = capsys.readouterr().out
+    assert "| compact_student | 32 px |" in printed and "compact_student end-to-end" in printed

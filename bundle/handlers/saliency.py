@@ -1,9 +1,10 @@
 """Grad-CAM / Grad-CAM++ saliency of a CNN's decisions, written beside the predictions.
 
 Uses ``monai.visualize.GradCAM`` / ``GradCAMpp`` on the module named ``target_layer``
-(e.g. ``conv3`` of the 3-conv student, ``features.denseblock4`` of DenseNet121,
-``members.0._blocks.15`` of an EfficientNet teacher). For every readable input and
-every explained class it writes, under ``<output_dir>/saliency/``:
+(e.g. ``conv3`` of the 3-conv student, ``features.denseblock4`` of DenseNet121 and DenseNet161,
+``members.0._conv_head`` of the EfficientNet teacher, ``head`` of the compact student; all of them in
+``bundle.networks.NETWORKS``). For every readable input and every explained class it writes, under
+``<output_dir>/saliency/``:
 
 * ``<image stem>_<class>.npy``: the raw map, float32, in [0, 1], at the network's
   input size (MONAI upsamples and min-max normalises it);
@@ -21,8 +22,11 @@ Config example (``inference.json``, in ``evaluator#val_handlers``)::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +36,7 @@ from monai.visualize import GradCAM, GradCAMpp
 from monai.visualize.utils import blend_images
 from PIL import Image
 
-__all__ = ["SaliencyWriter", "saliency_targets", "unique_stem", "write_overlay"]
+__all__ = ["SaliencyWriter", "saliency_targets", "unique_stem", "write_overlay", "gradients_from_layer"]
 
 METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
 
@@ -46,6 +50,36 @@ def saliency_targets(probabilities: torch.Tensor, task: str, threshold: float = 
         chosen = order[:1] if task == "multiclass" else ([k for k in order if p[k] >= threshold] or order[:1])
         targets.append(chosen[:max_classes])
     return targets
+
+
+@contextlib.contextmanager
+def gradients_from_layer(network: torch.nn.Module, layer: str) -> Iterator[None]:
+    """Within the block, backward passes stop at ``layer``: what Grad-CAM needs, at a fraction of the cost.
+
+    Grad-CAM needs the gradient of a class score with respect to the activations of one layer,
+    nothing below it and no parameter gradient. A plain backward pass computes all of them, down to
+    the first convolution (about twice a forward pass). Here the parameters stop requiring gradients
+    and the layer's output is made to require them, so the backward pass covers only the layers
+    after it (for the compact student: pooling and the classifier). The maps are the same; the
+    parameters' ``requires_grad`` flags are restored on exit.
+    """
+    flags = [(parameter, parameter.requires_grad) for parameter in network.parameters()]
+
+    def hook(module: torch.nn.Module, inputs: tuple, output: object) -> None:
+        if isinstance(output, torch.Tensor) and torch.is_grad_enabled() and not output.requires_grad:
+            output.requires_grad_(True)  # a leaf: nothing before it requires gradients
+
+    handle = network.get_submodule(layer).register_forward_hook(hook)
+    try:
+        for parameter, _ in flags:
+            parameter.requires_grad_(False)
+        with warnings.catch_warnings():  # it is meant to: the hook's input needs no gradient
+            warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
+            yield
+    finally:
+        handle.remove()
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
 
 
 def _safe(text: str) -> str:
@@ -98,6 +132,7 @@ class SaliencyWriter:
         if target_layer not in names:
             raise ValueError(f"{type(network).__name__} has no module {target_layer!r} for saliency")
         self.cam = METHODS[method](nn_module=network, target_layers=target_layer) if self.enabled else None
+        self.network, self.target_layer = network, target_layer
         self.output_dir = Path(output_dir) / "saliency"
         self.class_names, self.task, self.threshold, self.max_classes = list(class_names), task, threshold, max_classes
         self.overlay, self.filename_key, self.error_key = overlay, filename_key, error_key
@@ -122,7 +157,8 @@ class SaliencyWriter:
         stems = [self._stem(str(engine.state.batch[i].get(self.filename_key, f"image{i}"))) for i in keep]
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for k in sorted({k for t in targets for k in t}):
-            with torch.enable_grad():  # evaluators run under no_grad; Grad-CAM needs gradients
+            # evaluators run under no_grad; Grad-CAM needs gradients (from its layer on)
+            with torch.enable_grad(), gradients_from_layer(self.network, self.target_layer):
                 maps = self.cam(images, class_idx=k).detach().float().cpu()
             for row, (stem, wanted) in enumerate(zip(stems, targets)):
                 if k in wanted:

@@ -1,0 +1,80 @@
+"""The compact real-time path: DenseNet161 teacher -> compact student (Termritthikun et al.)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.visualize import GradCAM
+
+from bundle.handlers.saliency import gradients_from_layer
+from bundle.networks import (NETWORKS, DenseNet161, MobileNetV3, build_network, count_flops, count_parameters,
+                             profile_networks, profile_table)
+from conftest import run_bundle
+
+TINY = {"dataset_options": {"num_images": 24, "source_size": 64}, "image_size": 32, "batch_size": 8,
+        "max_epochs": 1, "num_workers": 0, "device": "cpu"}
+
+
+def test_compact_student_is_within_the_papers_budget_at_224_px():
+    # the network as the stage config builds it, for ChestX-ray14's 14 findings
+    network, image_size = build_network("compact_student", num_classes=14)
+    assert isinstance(network, MobileNetV3) and image_size == 224
+    assert count_parameters(network) <= 5_000_000
+    # PyTorch's counter: 2 FLOPs per multiply-add (the strict reading of "0.35 GFLOPs")
+    assert count_flops(network, (1, 224, 224)) <= 0.35e9
+    # the width is a top-level id of the stage config (--width_mult): 1.0 is MobileNetV3-Large itself
+    wider, _ = build_network("compact_student", num_classes=14, overrides={"width_mult": 1.0})
+    assert count_parameters(wider) == 4_219_678 > count_parameters(network)
+
+
+def test_networks_are_the_published_architectures():
+    # torchvision's mobilenet_v3_large and densenet161 (ImageNet: 3 channels, 1,000 classes) have exactly these counts
+    assert count_parameters(MobileNetV3(in_channels=3, out_channels=1000, width_mult=1.0)) == 5_483_032
+    assert count_parameters(DenseNet161(in_channels=3, out_channels=1000)) == 28_681_000
+
+
+def test_grad_cam_explains_the_compact_student_at_its_head():
+    network = MobileNetV3(in_channels=1, out_channels=5).eval()
+    saliency = GradCAM(nn_module=network, target_layers=NETWORKS["compact_student"].saliency_layer)(
+        torch.rand(2, 1, 64, 64), class_idx=1)
+    assert saliency.shape == (2, 1, 64, 64) and torch.isfinite(saliency).all()
+
+
+def test_densenet161_teacher_then_compact_student_multilabel(tmp_path):
+    teacher = run_bundle("configs/densenet161.json", "training", tmp_path / "densenet161", **TINY)
+    assert teacher.parser.get_parsed_content("data#task") == "multilabel"
+    assert set(teacher.parser.get_parsed_content("train#trainer").state.loss_term_means) == {"hard"}
+
+    student = run_bundle("configs/compact_student.json", "training", tmp_path / "compact",
+                         densenet161_ckpt=str(tmp_path / "densenet161" / "model.pt"), **TINY)
+    terms = student.parser.get_parsed_content("train#trainer").state.loss_term_means
+    assert set(terms) == {"hard", "soft", "feature/stage2", "feature/stage3", "feature/stage4"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in terms.values())
+    assert type(student.parser.get_parsed_content("distiller").teacher).__name__ == "DenseNet161"
+    # the checkpoint holds the student alone
+    state = torch.load(tmp_path / "compact" / "model.pt", weights_only=True)
+    assert set(state) == set(student.parser.get_parsed_content("network").state_dict())
+
+
+def test_profile_report_covers_every_network_at_its_configured_size():
+    rows = profile_networks(num_classes=14)
+    assert [r["name"] for r in rows] == list(NETWORKS)
+    sizes = {r["name"]: r["image_size"] for r in rows}
+    assert sizes["student"] == 128 and sizes["densenet161"] == 224 and sizes["compact_student"] == 224
+    assert all(r["parameters"] > 0 and r["gflops"] > 0 and abs(r["gmacs"] * 2 - r["gflops"]) < 1e-12 for r in rows)
+    table = profile_table(rows)
+    assert table.count("\n") == len(rows) + 1 and "MobileNetV3-Large" in table
+
+
+@pytest.mark.parametrize("name", ["student", "compact_student", "assistant", "teacher"])
+def test_grad_cam_from_its_layer_on_gives_the_same_maps(name):
+    network, _ = build_network(name, num_classes=3)
+    network.eval()
+    layer = NETWORKS[name].saliency_layer
+    images = torch.rand(2, 1, 64, 64)
+    reference = GradCAM(nn_module=network, target_layers=layer)(images, class_idx=2)
+    with gradients_from_layer(network, layer):
+        fast = GradCAM(nn_module=network, target_layers=layer)(images, class_idx=2)
+        assert not any(p.requires_grad for p in network.parameters())
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-4)
+    assert all(p.requires_grad for p in network.parameters())  # restored
