@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token_grid", type=int, default=7, help="the student's token grid (patch = size / grid)")
     parser.add_argument("--vit_size", type=_json_or_text, default="tiny",
                         help="tiny, small, base or a JSON dict (hidden_size, num_layers, num_heads, mlp_dim), both networks")
+    parser.add_argument("--stem", default="conv", choices=("conv", "patch"),
+                        help="both networks' stem: convolutional (default) or the plain patch embedding")
     parser.add_argument("--epochs", type=int, default=30, help="epochs of every student")
     parser.add_argument("--teacher_epochs", type=int, default=30)
     parser.add_argument("--batch_size", type=int, default=32)
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     common = {"dataset": args.dataset, "dataset_dir": args.dataset_dir, "batch_size": args.batch_size,
               "device": args.device, "max_images": args.max_images, "sampling": args.sampling,
-              "vit_size": args.vit_size}
+              "vit_size": args.vit_size, "stem": args.stem}
     runs: dict[str, list[dict[str, Any]]] = {}
 
     def record(name: str, seed: int, result: dict[str, Any]) -> None:
@@ -240,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides = {**common, "image_size": size, "token_grid": args.token_grid, "max_epochs": args.epochs,
                              "seed": seed, "teacher_image_size": args.teacher_size,
                              "teacher_patch_size": args.teacher_patch, "teacher_vit_size": args.vit_size,
+                             "teacher_stem": args.stem,
                              "heads": spec.get("heads", 2), "attention_layers": spec.get("attention_layers", "all"),
                              "teacher_ckpt": str(teacher_dir / "model.pt") if spec.get("distil") else None, **extra}
                 name = f"{size} px | {variant}"

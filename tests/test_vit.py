@@ -162,3 +162,17 @@ def test_multitask_metrics_report_both_heads_macro_auc():
     assert math.isclose(scalars["mcct/auc_macro"], expected) and math.isclose(expected, 0.75)
     assert math.isclose(scalars["auc_macro"], (1.0 + expected) / 2)
     assert np.isfinite(scalars["mcct/accuracy"]) and scalars["accuracy"] == scalars["mcct/accuracy"]
+
+
+def test_conv_stem_reaches_the_same_token_grid_and_needs_a_power_of_two_patch():
+    conv = CXRViT(image_size=56, patch_size=8, num_findings=2, size=MICRO, stem="conv")
+    plain = CXRViT(image_size=56, patch_size=8, num_findings=2, size=MICRO, stem="patch")
+    x = torch.rand(2, 1, 56, 56)
+    for net in (conv, plain):
+        assert net(x).shape == (2, 4) and net.attention_map().shape == (2, 7, 7)
+    assert conv.patch_embedding(torch.zeros(1, 1, 56, 56)).shape == (1, 32, 7, 7)
+    with pytest.raises(ValueError, match="power-of-2 patch size"):
+        CXRViT(image_size=42, patch_size=6, size=MICRO, stem="conv")
+    # per-image standardisation: exposure (gain and offset) does not change the output
+    conv.eval()
+    torch.testing.assert_close(conv(x), conv(0.5 * x + 0.2), rtol=1e-4, atol=1e-4)
