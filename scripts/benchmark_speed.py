@@ -55,7 +55,8 @@ DEFAULT_DICOM = Path(os.environ.get("CXR_DATA_ROOT", REPO_ROOT.parent / "shared"
 WORKER_MARK = "BENCHMARK_SPEED_RESULT "
 
 # (what, network, reference network or None, kind, target): the targets
-THROUGHPUT_TARGETS = (("student", "teacher", 50.0), ("compact_student", "densenet161", 10.0))
+THROUGHPUT_TARGETS = (("student", "teacher", 50.0), ("student", "teacher_paper", 50.0),
+                      ("compact_student", "densenet161", 10.0))
 LATENCY_TARGETS = (("compact_student", 100.0),)
 
 
@@ -255,6 +256,13 @@ def run_worker(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     return json.loads(lines[-1][len(WORKER_MARK):])
 
 
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def machine_info(device: str) -> dict[str, Any]:
     import monai
     import torch
@@ -263,10 +271,7 @@ def machine_info(device: str) -> dict[str, Any]:
                             "python": platform.python_version(), "torch": torch.__version__,
                             "monai": monai.__version__, "cpu_count": os.cpu_count(),
                             "torch_threads_default": torch.get_num_threads()}
-    try:
-        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        pass
+    info["load_average"] = _load_average()
     try:
         lscpu = subprocess.run(["lscpu"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=10)
         info["lscpu"] = [line for line in lscpu.stdout.splitlines()
@@ -386,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                         "JSON instead of measuring it")
     parser.add_argument("--work_dir", default="outputs/benchmark_speed")
     parser.add_argument("--note", default="", help="free text stored in the report (e.g. how busy the machine was)")
+    parser.add_argument("--update", action="store_true", help="add the networks measured now to the --out report "
+                        "(replacing earlier measurements of them) instead of starting a new one")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker_settings", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -394,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bundle.networks import NETWORKS
+    from bundle.networks import NETWORKS, profile_table
 
     os.chdir(REPO_ROOT)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -410,12 +417,18 @@ def main(argv: list[str] | None = None) -> int:
                 "repeats": args.repeats, "warmup": args.warmup, "batch_size": args.batch_size,
                 "threads": args.threads or torch.get_num_threads(), "dicom": str(dicom.resolve()) if dicom else None,
                 "saliency_classes": args.saliency_classes}
-    report: dict[str, Any] = {
-        "command": " ".join(["python", "scripts/benchmark_speed.py", *(argv if argv is not None else sys.argv[1:])]),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "device": args.device, "settings": settings,
-        "machine": machine_info(args.device), "note": args.note, "networks": {},
-    }
+    command = shlex.join(["python", "scripts/benchmark_speed.py", *(argv if argv is not None else sys.argv[1:])])
+    date = time.strftime("%Y-%m-%d %H:%M %Z")
     out = Path(args.out) if args.out else None
+    if args.update and out is not None and out.is_file():
+        report = json.loads(out.read_text())
+        if report.get("device") != args.device:
+            parser.error(f"--update: {out} was measured on {report.get('device')}, not {args.device}")
+        report.setdefault("updates", []).append({"command": command, "date": date, "networks": names,
+                                                 "settings": settings, "note": args.note})
+    else:
+        report = {"command": command, "date": date, "device": args.device, "settings": settings,
+                  "machine": machine_info(args.device), "note": args.note, "networks": {}}
 
     def save() -> None:
         if out is not None:
@@ -424,21 +437,32 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in names:
         print(f"measuring {name} ...", flush=True)
-        report["networks"][name] = result = run_worker(name, settings)
+        load = _load_average()
+        result = {**run_worker(name, settings), "measured": {"date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                                                            "load_average_before": load, "settings": settings}}
+        report["networks"][name] = result
+        report["networks"] = {k: report["networks"][k] for k in sorted(
+            report["networks"], key=lambda k: list(NETWORKS).index(k) if k in NETWORKS else len(NETWORKS))}
         e2e = result.get("end_to_end")
         print(f"  {result['network']} at {result['image_size']} px: {result['parameters']:,} parameters, "
               f"{result['gflops']:.3f} GFLOPs; latency {result['latency_batch1']['median_ms']:.1f} ms, "
               f"throughput {result['throughput']['images_per_s']:.1f} img/s"
               + (f", end to end {e2e['median_ms']:.1f} ms" if e2e else ""), flush=True)
         save()
-    report["teacher_cache"] = teacher_cache(args)
+    cache = teacher_cache(args)
+    if cache is not None or not args.update:
+        report["teacher_cache"] = cache
     report["targets"] = evaluate_targets(report["networks"], args.device)
-    report["machine"]["load_average_end"] = machine_info(args.device).get("load_average")
+    (report["updates"][-1] if "updates" in report and args.update else report["machine"])["load_average_end"] = \
+        _load_average()
     save()
 
     print()
+    print("Parameters and FLOPs (PyTorch's FlopCounterMode, 2 per multiply-add), at each network's image size:")
+    print(profile_table([{**r, "name": n} for n, r in report["networks"].items()]))
+    print()
     print(summary_table(report["networks"], args.device))
-    if report["teacher_cache"]:
+    if report.get("teacher_cache"):
         print(f"\nteacher-output cache: {report['teacher_cache']['epoch_speedup']:.2f}x faster training epochs "
               f"({report['teacher_cache']['source']})")
     print()

@@ -84,15 +84,16 @@ def test_benchmark_speed_reports_every_measurement_and_the_targets(tmp_path, cap
                                  "settings": {"stage": "student", "teacher": "teacher", "image_size": 128},
                                  "results": {"online": {"mean_epoch_seconds": 5.0},
                                              "cache (memory)": {"mean_epoch_seconds": 2.0}}}))
-    code = _load("benchmark_speed").main([
-        "--networks", "student", "teacher", "compact_student", "--image_size", "32", "--repeats", "1",
-        "--warmup", "0", "--batch_size", "2", "--dicom", str(dicom), "--cache_from", str(cache),
-        "--work_dir", str(tmp_path / "work"), "--out", str(out),
-    ])
-    assert code == 0
+    tiny = ["--image_size", "32", "--repeats", "1", "--warmup", "0", "--batch_size", "2", "--dicom", str(dicom),
+            "--out", str(out), "--work_dir", str(tmp_path / "work")]
+    assert _load("benchmark_speed").main(["--networks", "student", "teacher", "--cache_from", str(cache), *tiny]) == 0
+    first = json.loads(out.read_text())
+    # --update measures another network into the same report and keeps the others
+    assert _load("benchmark_speed").main(["--update", "--networks", "compact_student", "--cache", "skip", *tiny]) == 0
     report = json.loads(out.read_text())
+    assert report["networks"]["teacher"] == first["networks"]["teacher"] and len(report["updates"]) == 1
     assert report["device"] == "cpu" and report["machine"]["cpu_count"] >= 1 and report["date"]
-    assert list(report["networks"]) == ["student", "teacher", "compact_student"]
+    assert list(report["networks"]) == ["teacher", "student", "compact_student"]  # registry order
     for result in report["networks"].values():
         assert result["image_size"] == 32 and result["parameters"] > 0 and result["gflops"] > 0
         assert result["latency_batch1"]["threads"] == 1 and len(result["latency_batch1"]["runs_ms"]) == 1
@@ -102,10 +103,12 @@ def test_benchmark_speed_reports_every_measurement_and_the_targets(tmp_path, cap
         assert e2e["median_ms"] > 0 and set(e2e["parts_median_ms"]) == {"read_preprocess", "predict", "saliency"}
         assert e2e["explained_classes"] == 1
     assert report["networks"]["compact_student"]["end_to_end"]["saliency_layer"] == "head"
-    assert report["teacher_cache"]["epoch_speedup"] == 2.5
-    status = {row["network"]: row["status"] for row in report["targets"] if "reference" in row}
-    assert status["student"] in ("PASS", "FAIL") and status["compact_student"] == "not measured"
+    assert report["teacher_cache"]["epoch_speedup"] == 2.5  # kept by the update
+    status = {(row["network"], row["reference"]): row["status"] for row in report["targets"] if "reference" in row}
+    assert status[("student", "teacher")] in ("PASS", "FAIL")
+    assert status[("student", "teacher_paper")] == status[("compact_student", "densenet161")] == "not measured"
     latency = [row for row in report["targets"] if "required_ms" in row]
     assert latency[0]["status"] in ("PASS", "FAIL") and latency[0]["value"] > 0
     printed = capsys.readouterr().out
     assert "| compact_student | 32 px |" in printed and "compact_student end-to-end" in printed
+    assert "| compact real-time student: MobileNetV3-Large 0.75 | `configs/compact_student.json` | 32 px |" in printed

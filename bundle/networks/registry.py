@@ -37,7 +37,7 @@ class NetworkEntry:
     """A network of the bundle.
 
     Args:
-        name: its key (the stage name, and the key in ``configs/common.json#networks``).
+        name: its key (for a stage's own network, the stage name and key in ``configs/common.json#networks``).
         config: the stage config that trains it, relative to the bundle root.
         saliency_layer: the module Grad-CAM explains (its last convolutional stage).
         description: one line for reports.
@@ -56,6 +56,9 @@ NETWORKS: dict[str, NetworkEntry] = {
     for entry in (
         NetworkEntry("teacher", "configs/teacher.json", "members.0._conv_head",
                      "TAKD teacher: EfficientNet-B0 + B1 ensemble (MONAI)"),
+        NetworkEntry("teacher_paper", "configs/teacher.json", "members.0._conv_head",
+                     "TAKD teacher as in the paper: EfficientNet-B6 + B7 ensemble (--teacher_members)",
+                     overrides={"teacher_members": ["efficientnet-b6", "efficientnet-b7"]}),
         NetworkEntry("assistant", "configs/assistant.json", "features.denseblock4",
                      "TAKD assistant: DenseNet121 (MONAI)"),
         NetworkEntry("student", "configs/student.json", "conv3",
