@@ -16,9 +16,10 @@ stage config trains it at::
   loaded; CUDA, ``torch.cuda.max_memory_allocated`` per phase;
 * end-to-end latency of one real DICOM (``--dicom``) through the bundle's inference
   path: ``configs/inference.json``'s preprocessing (``LoadCXRd``: read, modality and VOI
-  LUT, MONOCHROME1 inversion; ``Resized``), the network, the sigmoid, and Grad-CAM of the
-  most probable finding on the network's saliency layer (as ``SaliencyWriter`` does), with
-  the three parts timed separately; batch 1, one thread on CPU;
+  LUT, MONOCHROME1 inversion; ``Resized``), then, as the deploy app does, one forward pass
+  that gives the prediction and ``monai.visualize.GradCAM``'s map of the most probable finding
+  (``SaliencyWriter.explain``; the backward pass stops at the saliency layer), the two parts
+  timed separately; batch 1, one thread on CPU;
 * the teacher-output cache's speed-up per training epoch, by ``scripts/benchmark_cache.py``
   (``--cache run``; ``--cache_args`` are passed to it), or read from an earlier result of it
   (``--cache_from FILE``), or not (``--cache skip``);
@@ -178,12 +179,11 @@ def measure_network(name: str, settings: dict[str, Any]) -> dict[str, Any]:
 
 def end_to_end(network: Any, name: str, size: int, device: Any, settings: dict[str, Any],
                sync: Callable[[], None]) -> dict[str, Any]:
-    """Read, preprocess, predict and explain one DICOM, as configs/inference.json does, timed by part."""
+    """Read, preprocess, predict and explain one DICOM, as the deploy app does, timed by part."""
     import torch
     from monai.bundle import ConfigParser
-    from monai.visualize import GradCAM
 
-    from bundle.handlers.saliency import gradients_from_layer, saliency_targets
+    from bundle.handlers import SaliencyWriter
     from bundle.networks import NETWORKS
 
     if device.type == "cpu":
@@ -195,9 +195,11 @@ def end_to_end(network: Any, name: str, size: int, device: Any, settings: dict[s
     task = parser.get_parsed_content("task")
     threshold = parser.get_parsed_content("threshold")
     layer = NETWORKS[name].saliency_layer
-    cam = GradCAM(nn_module=network, target_layers=layer)
+    classes = [str(k) for k in range(settings["num_classes"])]
+    writer = SaliencyWriter(network=network, target_layer=layer, output_dir=".", class_names=classes, task=task,
+                            threshold=threshold, max_classes=settings["saliency_classes"])
     dicom = str(settings["dicom"])
-    parts: dict[str, list[float]] = {"read_preprocess": [], "predict": [], "saliency": []}
+    parts: dict[str, list[float]] = {"read_preprocess": [], "predict_and_saliency": []}
     explained: list[int] = []
 
     def once(record: bool) -> None:
@@ -207,22 +209,15 @@ def end_to_end(network: Any, name: str, size: int, device: Any, settings: dict[s
             raise RuntimeError(f"{dicom}: {data['error']}")
         image = data["image"][None].to(device)
         t1 = time.perf_counter()
-        with torch.inference_mode():
-            logits = network(image)
-        probabilities = (torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, 1)).float().cpu()
-        t2 = time.perf_counter()
-        targets = saliency_targets(probabilities, task, threshold, settings["saliency_classes"])[0]
-        for k in targets:
-            with torch.enable_grad(), gradients_from_layer(network, layer):  # as SaliencyWriter does
-                saliency = cam(image, class_idx=k)
-            saliency.detach().float().cpu()
+        # as the deploy app does: the prediction and the top class's map from one forward pass
+        logits, maps = writer.explain(image)
+        (torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, 1)).float().cpu()
         sync()
-        t3 = time.perf_counter()
+        t2 = time.perf_counter()
         if record:
             parts["read_preprocess"].append(t1 - t0)
-            parts["predict"].append(t2 - t1)
-            parts["saliency"].append(t3 - t2)
-            explained.append(len(targets))
+            parts["predict_and_saliency"].append(t2 - t1)
+            explained.append(len(maps[0]))
 
     for _ in range(settings["warmup"]):
         once(False)
@@ -232,8 +227,9 @@ def end_to_end(network: Any, name: str, size: int, device: Any, settings: dict[s
     return {**_stats_ms(totals), "parts_median_ms": {k: statistics.median(v) * 1e3 for k, v in parts.items()},
             "dicom": os.path.relpath(dicom, REPO_ROOT), "saliency_layer": layer,
             "explained_classes": max(explained), "threads": 1 if device.type == "cpu" else None,
-            "path": "configs/inference.json#preprocessing (LoadCXRd, Resized, EnsureTyped) -> network -> sigmoid "
-                    "-> monai.visualize.GradCAM on the saliency layer for the findings SaliencyWriter explains"}
+            "path": "configs/inference.json#preprocessing (LoadCXRd, Resized, EnsureTyped) -> SaliencyWriter.explain: "
+                    "one forward pass gives the logits and monai.visualize.GradCAM's map of the top class (the "
+                    "backward pass stops at the saliency layer), as the deploy app (bundle.deploy) runs it"}
 
 
 def worker(name: str, settings_json: str) -> int:

@@ -100,7 +100,7 @@ def test_benchmark_speed_reports_every_measurement_and_the_targets(tmp_path, cap
         assert result["throughput"]["batch_size"] == 2 and result["throughput"]["images_per_s"] > 0
         assert result["memory"]["batch2_peak_mib"] >= result["memory"]["model_loaded_mib"] > 0
         e2e = result["end_to_end"]
-        assert e2e["median_ms"] > 0 and set(e2e["parts_median_ms"]) == {"read_preprocess", "predict", "saliency"}
+        assert e2e["median_ms"] > 0 and set(e2e["parts_median_ms"]) == {"read_preprocess", "predict_and_saliency"}
         assert e2e["explained_classes"] == 1
     assert report["networks"]["compact_student"]["end_to_end"]["saliency_layer"] == "head"
     assert report["teacher_cache"]["epoch_speedup"] == 2.5  # kept by the update

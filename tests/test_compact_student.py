@@ -78,3 +78,35 @@ def test_grad_cam_from_its_layer_on_gives_the_same_maps(name):
         assert not any(p.requires_grad for p in network.parameters())
     torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-4)
     assert all(p.requires_grad for p in network.parameters())  # restored
+
+
+@pytest.mark.parametrize("task", ["multilabel", "multiclass"])
+def test_one_forward_pass_gives_the_prediction_and_the_top_class_map(task, tmp_path):
+    from bundle.handlers import SaliencyWriter
+
+    torch.manual_seed(0)
+    network, _ = build_network("student", num_classes=4)
+    network.eval()
+    images = torch.rand(3, 1, 48, 48)
+    with torch.no_grad():
+        expected_logits = network(images)
+    writer = SaliencyWriter(network, "conv3", tmp_path, ["a", "b", "c", "d"], task=task, threshold=2.0,
+                            max_classes=1)  # threshold 2: the top class only
+    calls = []
+    handle = network.register_forward_hook(lambda *args: calls.append(1))
+    logits, maps = writer.explain(images)
+    handle.remove()
+    assert len(calls) == 1  # prediction and map from the same pass
+    torch.testing.assert_close(logits, expected_logits, atol=1e-6, rtol=1e-5)
+    top = expected_logits.argmax(1).tolist()
+    assert [list(m) for m in maps] == [[k] for k in top]
+    # the same maps as the two-pass path (prediction first, then Grad-CAM of that class)
+    probabilities = torch.sigmoid(expected_logits) if task == "multilabel" else torch.softmax(expected_logits, 1)
+    none, reference = writer.explain(images, probabilities)
+    assert none is None
+    for row, k in enumerate(top):
+        assert maps[row][k].shape == (1, 48, 48)
+        torch.testing.assert_close(maps[row][k], reference[row][k], atol=1e-5, rtol=1e-4)
+    writer.write(["x", "y", "z"], images, maps)
+    assert sorted(p.name for p in (tmp_path / "saliency").iterdir()) == sorted(
+        f"{s}_{'abcd'[k]}.{e}" for s, k in zip("xyz", top) for e in ("npy", "png"))

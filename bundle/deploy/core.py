@@ -22,7 +22,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -182,6 +181,15 @@ class BundleModel:
     saliency_layer: str
     image_size: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    saliency_writer: Any = None  # one SaliencyWriter per model: its Grad-CAM hooks are placed once
+
+    def __post_init__(self) -> None:
+        if self.saliency_enabled and self.saliency_writer is None:
+            from bundle.handlers import SaliencyWriter
+
+            self.saliency_writer = SaliencyWriter(
+                network=self.network, target_layer=self.saliency_layer, output_dir=".", class_names=self.class_names,
+                task=self.task, method=self.saliency_method, threshold=self.threshold)
 
     @property
     def name(self) -> str:
@@ -288,6 +296,7 @@ class Classification:
     positive: list[str]
     network_input: torch.Tensor  # (1, S, S), what the network saw (for saliency)
     saliency_files: dict[str, list[str]] = field(default_factory=dict)
+    saliency_maps: dict[int, torch.Tensor] | None = None  # Grad-CAM maps made with the prediction
 
 
 def classify(model: BundleModel, radiograph: ChestRadiograph) -> Classification:
@@ -302,8 +311,14 @@ def classify(model: BundleModel, radiograph: ChestRadiograph) -> Classification:
     if sample.get("error"):  # LoadCXRd(on_error="record") of the config
         raise CXRDataError(radiograph.path, str(sample["error"]))
     image = torch.as_tensor(sample["image"]).float()
-    with torch.no_grad(), torch.autocast(model.device.type, enabled=model.amp and model.device.type == "cuda"):
-        logits = model.network(image[None].to(model.device))[0]
+    maps = None
+    if model.saliency_writer is not None and not (model.amp and model.device.type == "cuda"):
+        # one forward pass gives the prediction and the top class's Grad-CAM map (real-time path)
+        batch_logits, batch_maps = model.saliency_writer.explain(image[None].to(model.device))
+        logits, maps = batch_logits[0], batch_maps[0]
+    else:
+        with torch.no_grad(), torch.autocast(model.device.type, enabled=model.amp and model.device.type == "cuda"):
+            logits = model.network(image[None].to(model.device))[0]
     pred = model.postprocessing({"pred": logits.float()})["pred"]
     values = torch.as_tensor(pred).detach().float().cpu().reshape(-1).tolist()
     if len(values) != len(model.class_names):
@@ -313,29 +328,32 @@ def classify(model: BundleModel, radiograph: ChestRadiograph) -> Classification:
         positive = [max(probabilities, key=probabilities.__getitem__)]
     else:
         positive = [name for name, p in probabilities.items() if p >= model.threshold]
-    return Classification(radiograph=radiograph, probabilities=probabilities, positive=positive, network_input=image)
+    return Classification(radiograph=radiograph, probabilities=probabilities, positive=positive, network_input=image,
+                          saliency_maps=maps)
 
 
 def write_saliency(model: BundleModel, result: Classification, output_dir: str | os.PathLike) -> dict[str, list[str]]:
     """Grad-CAM maps and overlays by the bundle's :class:`~bundle.handlers.SaliencyWriter`.
 
-    The writer is the one ``configs/inference.json`` attaches to its evaluator; it is called
-    here with a one-sample "engine state" (batch, output, device), which is all it reads, so
-    the maps, the explained classes and the file names are the bundle's:
+    The writer is the one ``configs/inference.json`` attaches to its evaluator (built once per
+    model), so the maps, the explained classes and the file names are the bundle's. The top
+    class's map normally comes from :func:`classify`'s single forward pass; other explained
+    classes (multi-label findings above the threshold) cost one more pass each. Files:
     ``<output_dir>/saliency/<file stem>_<class>.png`` (overlay) and ``.npy`` (map), at the
     network's input size. Returns ``{class name: [files]}``.
     """
-    from bundle.handlers import SaliencyWriter
+    from bundle.handlers.saliency import unique_stem
 
-    if not model.saliency_enabled:
+    writer = model.saliency_writer
+    if writer is None:
         return {}
-    writer = SaliencyWriter(network=model.network, target_layer=model.saliency_layer, output_dir=output_dir,
-                            class_names=model.class_names, task=model.task, method=model.saliency_method,
-                            threshold=model.threshold)
-    pred = torch.tensor([result.probabilities[c] for c in model.class_names])
-    state = SimpleNamespace(batch=[{"filename": str(result.radiograph.path), "error": ""}],
-                            output=[{"image": result.network_input, "pred": pred}], device=model.device)
-    writer(SimpleNamespace(state=state))
+    image = result.network_input[None].to(model.device)
+    maps = result.saliency_maps
+    if maps is None:  # classified without saliency (AMP on a GPU): explain the classes now
+        pred = torch.tensor([[result.probabilities[c] for c in model.class_names]])
+        maps = writer.explain(image, pred)[1][0]
+    writer.output_dir, writer.written = Path(output_dir) / "saliency", []
+    writer.write([unique_stem(str(result.radiograph.path), {})], image, [maps])
     files: dict[str, list[str]] = {}
     for written in writer.written:
         for name in model.class_names:

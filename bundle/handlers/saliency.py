@@ -153,16 +153,54 @@ class SaliencyWriter:
         outputs = [engine.state.output[i] for i in keep]
         images = torch.stack([torch.as_tensor(o["image"]) for o in outputs]).to(engine.state.device)
         probabilities = torch.stack([torch.as_tensor(o["pred"]).reshape(-1) for o in outputs]).float().cpu()
-        targets = saliency_targets(probabilities, self.task, self.threshold, self.max_classes)
+        _, maps = self.explain(images, probabilities)
         stems = [self._stem(str(engine.state.batch[i].get(self.filename_key, f"image{i}"))) for i in keep]
+        self.write(stems, images, maps)
+
+    def explain(self, images: torch.Tensor, probabilities: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor | None, list[dict[int, torch.Tensor]]]:
+        """Maps of the classes to explain for a batch: ``(logits, [{class index: 1 x H x W map}])``.
+
+        With ``probabilities`` (the evaluator already predicted), each explained class costs a
+        forward pass from the input and a backward pass from the saliency layer on; ``logits`` is None.
+        Without them, the prediction comes out of the first Grad-CAM pass (for every image its
+        top class, the first one :func:`saliency_targets` picks): one forward pass for the
+        prediction and the top-class map together, which is what a single-image, real-time path
+        wants (the deploy app; ``scripts/benchmark_speed.py``'s end-to-end latency). The logits
+        are the network's in eval mode, as under ``no_grad``.
+        """
+        if self.cam is None:
+            raise RuntimeError("saliency is disabled (enabled=False)")
+        logits, maps = None, {}
+        # evaluators run under no_grad; Grad-CAM needs gradients (from its layer on)
+        with torch.enable_grad(), gradients_from_layer(self.network, self.target_layer):
+            if probabilities is None:
+                captured: list[torch.Tensor] = []
+                handle = self.network.register_forward_hook(lambda m, i, out: captured.append(out))
+                try:
+                    top_maps = self.cam(images, class_idx=None).detach().float().cpu()  # arg-max class per image
+                finally:
+                    handle.remove()
+                logits = captured[-1].detach()
+                scores = logits.float().cpu()
+                probabilities = torch.sigmoid(scores) if self.task == "multilabel" else torch.softmax(scores, 1)
+            targets = saliency_targets(probabilities, self.task, self.threshold, self.max_classes)
+            if logits is not None:
+                top = logits.argmax(1).tolist()
+                maps = {(row, top[row]): top_maps[row] for row in range(len(top))}
+            for k in sorted({k for t in targets for k in t}):
+                if all((row, k) in maps for row, wanted in enumerate(targets) if k in wanted):
+                    continue
+                class_maps = self.cam(images, class_idx=k).detach().float().cpu()
+                maps.update({(row, k): class_maps[row] for row, wanted in enumerate(targets) if k in wanted})
+        return logits, [{k: maps[(row, k)] for k in wanted} for row, wanted in enumerate(targets)]
+
+    def write(self, stems: list[str], images: torch.Tensor, maps: list[dict[int, torch.Tensor]]) -> None:
+        """Write each image's maps (``.npy``) and overlays (``.png``) under ``output_dir``."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        for k in sorted({k for t in targets for k in t}):
-            # evaluators run under no_grad; Grad-CAM needs gradients (from its layer on)
-            with torch.enable_grad(), gradients_from_layer(self.network, self.target_layer):
-                maps = self.cam(images, class_idx=k).detach().float().cpu()
-            for row, (stem, wanted) in enumerate(zip(stems, targets)):
-                if k in wanted:
-                    self._write(stem, self.class_names[k], images[row].detach().float().cpu(), maps[row])
+        for row, (stem, image_maps) in enumerate(zip(stems, maps)):
+            for k, saliency in image_maps.items():
+                self._write(stem, self.class_names[k], images[row].detach().float().cpu(), saliency)
 
     def _write(self, stem: str, class_name: str, image: torch.Tensor, saliency: torch.Tensor) -> None:
         base = self.output_dir / f"{stem}_{_safe(class_name)}"
