@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nih_dir", default=str(Path(os.environ.get("CXR_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))),
                         help="folder with labels/nih_BBox_List_2017.csv.gz and NIH images (any depth)")
     parser.add_argument("--threshold", type=float, default=0.5, help="IoU: the map is kept above this fraction of its range")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in --out and train only the missing ones (same settings); e.g. "
+                             "the ablations at one resolution only: --resume --resolutions 28 --variants 'MLCAK, last layer'")
     parser.add_argument("--set", nargs="*", default=[], metavar="ID=JSON",
                         help="further config overrides for every model, e.g. loss_weights#attention=0.5")
     args = parser.parse_args(argv)
@@ -216,6 +219,19 @@ def main(argv: list[str] | None = None) -> int:
               "device": args.device, "max_images": args.max_images, "sampling": args.sampling,
               "vit_size": args.vit_size, "stem": args.stem}
     runs: dict[str, list[dict[str, Any]]] = {}
+    commands: list[str] = []
+    if args.resume and out.is_file():
+        previous = json.loads(out.read_text())
+        runs = previous["runs"]
+        commands = previous.get("commands") or [previous["command"]]
+        print(f"resuming: {sum(map(len, runs.values()))} runs from {out}", flush=True)
+    commands.append(" ".join([Path(sys.executable).name, *sys.argv]))
+
+    def done(name: str, seed: int) -> bool:
+        return any(r["seed"] == seed for r in runs.get(name, []))
+
+    def all_resolutions() -> list[int]:
+        return sorted({int(name.split(" px")[0]) for name in runs if "teacher" not in name}, reverse=True)
 
     def record(name: str, seed: int, result: dict[str, Any]) -> None:
         runs.setdefault(name, []).append({"seed": seed, **result})
@@ -223,19 +239,22 @@ def main(argv: list[str] | None = None) -> int:
               f"localization {json.dumps({k: {m: v[m] for m in ('pointing_game', 'iou')} for k, v in result['localization'].items()})}",
               flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
-        report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "dataset": args.dataset,
+        report = {"command": commands[0], "commands": commands, "dataset": args.dataset,
                   "settings": vars(args), "localization_sets": nih_note, "runs": runs, "summary": summarise(runs),
-                  "gains": paired_gains(runs, args.resolutions)}
+                  "gains": paired_gains(runs, all_resolutions())}
         out.write_text(json.dumps(report, indent=2))
 
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         seed_dir = Path(args.work_dir) / f"seed{seed}"
         teacher_dir = seed_dir / "teacher"
-        print(f"[seed {seed}] teacher at {args.teacher_size} px ...", flush=True)
-        teacher = train_and_test("vit_teacher", teacher_dir, {
-            **common, "image_size": args.teacher_size, "patch_size": args.teacher_patch,
-            "max_epochs": args.teacher_epochs, "seed": seed, **extra}, args.teacher_size, box_sets, args.threshold)
-        record(f"{args.teacher_size} px | teacher", seed, teacher)
+        teacher_name = f"{args.teacher_size} px | teacher"
+        if not (done(teacher_name, seed) and (teacher_dir / "model.pt").is_file()):
+            print(f"[seed {seed}] teacher at {args.teacher_size} px ...", flush=True)
+            teacher = train_and_test("vit_teacher", teacher_dir, {
+                **common, "image_size": args.teacher_size, "patch_size": args.teacher_patch,
+                "max_epochs": args.teacher_epochs, "seed": seed, **extra}, args.teacher_size, box_sets, args.threshold)
+            runs[teacher_name] = [r for r in runs.get(teacher_name, []) if r["seed"] != seed]
+            record(teacher_name, seed, teacher)
         for size in args.resolutions:
             for variant in args.variants:
                 spec = VARIANTS[variant]
@@ -246,12 +265,14 @@ def main(argv: list[str] | None = None) -> int:
                              "heads": spec.get("heads", 2), "attention_layers": spec.get("attention_layers", "all"),
                              "teacher_ckpt": str(teacher_dir / "model.pt") if spec.get("distil") else None, **extra}
                 name = f"{size} px | {variant}"
+                if done(name, seed):
+                    continue
                 print(f"[seed {seed}] {name} ...", flush=True)
                 folder = seed_dir / f"{size}px_{variant.replace(' ', '_').replace(',', '').replace('(', '').replace(')', '')}"
                 record(name, seed, train_and_test("vit_student", folder, overrides, size, box_sets, args.threshold))
     summary = summarise(runs)
     print(auc_table(summary))
-    print(gains_table(paired_gains(runs, args.resolutions)))
+    print(gains_table(paired_gains(runs, all_resolutions())))
     print(localization_table(summary))
     return 0
 

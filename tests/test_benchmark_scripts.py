@@ -73,6 +73,21 @@ def test_benchmark_resolution_reports_both_heads_gains_and_localization(tmp_path
     printed = capsys.readouterr().out
     assert "| 16 px | student + MLCAK |" in printed and "pointing game" in printed
 
+    # --resume: an ablation at one more resolution; the recorded teacher and students are kept, not retrained
+    teacher_before = report["runs"]["32 px | teacher"]
+    code = _load("benchmark_resolution").main([
+        "--dataset", "synthetic", "--resolutions", "8", "--seeds", "1", "--epochs", "1", "--teacher_epochs", "1",
+        "--teacher_size", "32", "--teacher_patch", "8", "--token_grid", "2", "--batch_size", "8",
+        "--vit_size", micro, "--variants", "MLCAK, last layer", "--resume",
+        "--work_dir", str(tmp_path / "work"), "--out", str(out),
+        "--set", 'dataset_options={"num_images": 32, "source_size": 64}',
+    ])
+    assert code == 0
+    resumed = json.loads(out.read_text())
+    assert resumed["runs"]["32 px | teacher"] == teacher_before
+    assert set(resumed["summary"]) == {*report["summary"], "8 px | MLCAK, last layer"}
+    assert len(resumed["commands"]) == 2 and "16 px" in resumed["gains"]
+
 
 def test_benchmark_speed_reports_every_measurement_and_the_targets(tmp_path, capsys):
     from conftest import require_shared
