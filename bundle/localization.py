@@ -23,7 +23,10 @@ pixel that holds its centre, so that small findings stay scorable at low resolut
 
 :func:`localization_scores` averages both over images (the union of an image's boxes: the
 map of a ViT does not depend on the class) and per finding (that finding's boxes, over the
-images that have it). :func:`evaluate_saliency` runs a saliency function over records with
+images that have it). A CNN's Grad-CAM map is made for one class: :func:`class_localization`
+scores, for every finding, the map of that finding's class against that finding's boxes, and
+:func:`map_agreement` measures how alike two networks' maps of the same class are (does a
+distilled student look where its teacher looks?). :func:`evaluate_saliency` runs a saliency function over records with
 boxes (the phantoms' ``boxes``; NIH's ``BBox_List_2017``, :func:`nih_box_records`), scaling
 the boxes from the image file's pixels to the map's.
 """
@@ -46,6 +49,9 @@ __all__ = [
     "localization_scores",
     "evaluate_saliency",
     "attention_saliency",
+    "cam_saliency",
+    "class_localization",
+    "map_agreement",
     "nih_box_records",
 ]
 
@@ -161,6 +167,121 @@ def attention_saliency(network: torch.nn.Module, layers: str | Sequence[int] = "
         return unwrap(network).explain(images, layers)[1]
 
     return saliency
+
+
+def cam_saliency(network: torch.nn.Module, target_layer: str, method: str = "gradcam"
+                 ) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """``(images (N, 1, H, W), class index) -> maps (N, H, W)``: a CNN's Grad-CAM / Grad-CAM++ at the input size.
+
+    ``monai.visualize``'s CAM, built once (its hooks stay on ``network``), with the backward
+    pass stopping at ``target_layer`` (:func:`bundle.handlers.saliency.gradients_from_layer`).
+    ``method``: ``"gradcam"`` or ``"gradcampp"``; maps are min-max normalised to [0, 1].
+    """
+    from .handlers.saliency import METHODS, gradients_from_layer
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    cam = METHODS[method](nn_module=network, target_layers=target_layer)
+
+    def saliency(images: torch.Tensor, class_idx: int) -> torch.Tensor:
+        with torch.enable_grad(), gradients_from_layer(network, target_layer):
+            return cam(images, class_idx=class_idx)[:, 0].detach()
+
+    return saliency
+
+
+def class_localization(
+    saliency: Callable[[torch.Tensor, int], torch.Tensor],
+    records: Iterable[Mapping[str, Any]],
+    image_size: int,
+    class_names: Sequence[str],
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Class-specific maps (Grad-CAM) against their own finding's boxes.
+
+    For every class that has boxes in ``records``, :func:`evaluate_saliency` of that class's
+    map over the images with boxes of it, against those boxes only. The overall scores are the
+    means over all (image, finding) pairs; ``images`` counts those pairs. ``kwargs`` go to
+    :func:`evaluate_saliency` (``device``, ``threshold``, ``tolerance``, ``transform`` ...).
+    """
+    records = list(records)
+    per_finding: dict[str, dict[str, Any]] = {}
+    for index, name in enumerate(class_names):
+        scores = evaluate_saliency(lambda images, k=index: saliency(images, k), records, image_size,
+                                   labels=[name], **kwargs)
+        if scores["images"]:
+            per_finding[name] = {key: scores[key] for key in ("images", "pointing_game", "iou", "chance")}
+    pairs = sum(v["images"] for v in per_finding.values())
+    overall = {key: (sum(v[key] * v["images"] for v in per_finding.values()) / pairs if pairs else None)
+               for key in ("pointing_game", "iou", "chance")}
+    return {"images": pairs, **overall, "threshold": kwargs.get("threshold", 0.5),
+            "tolerance": kwargs.get("tolerance", 0.0), "per_finding": per_finding}
+
+
+def _upper_half(saliency_map: torch.Tensor, threshold: float) -> torch.Tensor:
+    low, high = saliency_map.min(), saliency_map.max()
+    if high - low <= 0:
+        return torch.zeros_like(saliency_map, dtype=torch.bool)
+    return (saliency_map - low) / (high - low) >= threshold
+
+
+def map_agreement(
+    saliency_a: Callable[[torch.Tensor, int], torch.Tensor],
+    saliency_b: Callable[[torch.Tensor, int], torch.Tensor],
+    records: Iterable[Mapping[str, Any]],
+    image_size_a: int,
+    image_size_b: int,
+    class_names: Sequence[str],
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """How alike two networks' maps of the same class are, on the same images.
+
+    For every record and every finding it has boxes of (the findings the maps should show),
+    both networks' maps of that class, each network seeing the image at its own input size;
+    both maps are brought to the larger size (bilinear) and compared by
+
+    * ``correlation``: Pearson's r over pixels (0 when either map is flat);
+    * ``iou``: IoU of their upper halves (each map min-max scaled, ``>= threshold``, as
+      :func:`box_iou` thresholds a map);
+    * ``same_peak``: the fraction of pairs whose maxima are within one pixel of the smaller map.
+
+    Returns the means over (image, finding) pairs, their count as ``pairs``, and per finding.
+    """
+    import torch.nn.functional as F
+
+    records = list(records)
+    size = max(image_size_a, image_size_b)
+    transform_a, transform_b = _default_transform(image_size_a), _default_transform(image_size_b)
+    peak_radius = size / min(image_size_a, image_size_b)
+    values: dict[str, dict[str, list[float]]] = {}
+    for index, name in enumerate(class_names):
+        chosen = [r for r in records if any(b.get("label") == name for b in r.get("boxes") or [])]
+        for start in range(0, len(chosen), batch_size):
+            batch = chosen[start:start + batch_size]
+            maps = []
+            for saliency, transform in ((saliency_a, transform_a), (saliency_b, transform_b)):
+                images = torch.stack([torch.as_tensor(transform({"image": r["image"]})["image"]) for r in batch])
+                out = saliency(images.float().to(device), index).detach().float().cpu()[:, None]
+                maps.append(F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False)[:, 0])
+            entry = values.setdefault(name, {"correlation": [], "iou": [], "same_peak": []})
+            for a, b in zip(*maps):
+                a_flat, b_flat = a.flatten() - a.mean(), b.flatten() - b.mean()
+                norm = a_flat.norm() * b_flat.norm()
+                entry["correlation"].append(float((a_flat @ b_flat) / norm) if norm > 0 else 0.0)
+                mask_a, mask_b = _upper_half(a, threshold), _upper_half(b, threshold)
+                union = (mask_a | mask_b).sum()
+                entry["iou"].append(float((mask_a & mask_b).sum() / union) if union > 0 else 0.0)
+                peak_a = divmod(int(a.argmax()), size)
+                peak_b = divmod(int(b.argmax()), size)
+                distance = max(abs(peak_a[0] - peak_b[0]), abs(peak_a[1] - peak_b[1]))
+                entry["same_peak"].append(float(distance <= peak_radius))
+    keys = ("correlation", "iou", "same_peak")
+    every = {key: [x for v in values.values() for x in v[key]] for key in keys}
+    return {"pairs": len(every["iou"]), **{key: _mean(every[key]) for key in keys}, "threshold": threshold,
+            "per_finding": {name: {"pairs": len(v["iou"]), **{key: _mean(v[key]) for key in keys}}
+                            for name, v in sorted(values.items())}}
 
 
 def _default_transform(image_size: int) -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -13,7 +13,10 @@ from bundle.data import make_phantom_datalist
 from bundle.localization import (
     box_iou,
     boxes_mask,
+    cam_saliency,
+    class_localization,
     evaluate_saliency,
+    map_agreement,
     localization_scores,
     nih_box_records,
     pointing_game,
@@ -87,6 +90,61 @@ def test_evaluate_saliency_scales_phantom_boxes_to_the_map(tmp_path):
     scores = evaluate_saliency(oracle, with_boxes, image_size=size, batch_size=4)
     assert scores["images"] == len(with_boxes) and scores["pointing_game"] == 1.0 and scores["iou"] == 1.0
     assert set(scores["per_finding"]) == {b["label"] for r in with_boxes for b in r["boxes"]}
+
+
+def _class_oracle(records, source, size, wrong=False):
+    """Per class, 1 on that class's boxes (or on another class's boxes, when ``wrong``)."""
+    names = sorted({b["label"] for r in records for b in r["boxes"]})
+
+    def saliency(images: torch.Tensor, class_idx: int) -> torch.Tensor:
+        label = names[(class_idx + 1) % len(names)] if wrong else names[class_idx]
+        wanted = [r for r in records if any(b["label"] == names[class_idx] for b in r["boxes"])]
+        chosen = wanted[saliency.seen.get(class_idx, 0):][:len(images)]
+        saliency.seen[class_idx] = saliency.seen.get(class_idx, 0) + len(images)
+        return torch.stack([torch.as_tensor(boxes_mask(scale_boxes([b for b in r["boxes"] if b["label"] == label],
+                                                                   (source, source), (size, size)), (size, size)),
+                                            dtype=torch.float32) for r in chosen])
+
+    saliency.seen = {}
+    return names, saliency
+
+
+def test_class_localization_scores_each_class_map_against_its_own_boxes(tmp_path):
+    records = make_phantom_datalist(num_images=16, image_size=64, seed=5, cache_dir=tmp_path).records
+    names, oracle = _class_oracle(records, 64, 32)
+    scores = class_localization(oracle, records, 32, names, batch_size=4)
+    pairs = sum(len({b["label"] for b in r["boxes"]}) for r in records)
+    assert scores["images"] == pairs and scores["pointing_game"] == 1.0 and scores["iou"] == 1.0
+    assert set(scores["per_finding"]) == set(names) and 0 < scores["chance"] < 1
+    names, wrong = _class_oracle(records, 64, 32, wrong=True)  # each class's map shows another finding
+    assert class_localization(wrong, records, 32, names, batch_size=4)["iou"] < 0.5
+
+
+def test_map_agreement_of_identical_shifted_and_real_grad_cam_maps(tmp_path):
+    records = make_phantom_datalist(num_images=12, image_size=64, seed=7, cache_dir=tmp_path).records
+    names = sorted({b["label"] for r in records for b in r["boxes"]})
+
+    def peak(images: torch.Tensor, class_idx: int, shift: int = 0) -> torch.Tensor:
+        size = images.shape[-1]
+        maps = torch.zeros(len(images), size, size)
+        maps[:, size // 4 + shift, size // 4] = 1.0
+        return torch.nn.functional.avg_pool2d(maps[:, None], 3, 1, 1)[:, 0]
+
+    same = map_agreement(peak, peak, records, 32, 32, names)
+    assert same["pairs"] > 0 and same["correlation"] == pytest.approx(1.0) and same["iou"] == 1.0
+    assert same["same_peak"] == 1.0 and set(same["per_finding"]) <= set(names)
+    moved = map_agreement(peak, lambda i, k: peak(i, k, shift=8), records, 32, 32, names)
+    assert moved["correlation"] < 0.1 and moved["iou"] == 0.0 and moved["same_peak"] == 0.0
+    # a real CNN: Grad-CAM maps of a 3-conv student at two input sizes, compared at the larger
+    from bundle.networks import build_network
+
+    network, _ = build_network("student", num_classes=len(names))
+    network.eval()
+    cam = cam_saliency(network, "conv3")
+    maps = cam(torch.rand(2, 1, 32, 32), 0)
+    assert maps.shape == (2, 32, 32) and float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
+    real = map_agreement(cam, cam, records, 32, 16, names)
+    assert real["pairs"] == same["pairs"] and -1.0 <= real["correlation"] <= 1.0 and 0.0 <= real["iou"] <= 1.0
 
 
 def test_nih_box_records_pairs_boxes_with_the_images_found(tmp_path):
