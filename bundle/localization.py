@@ -245,7 +245,8 @@ def map_agreement(
     * ``correlation``: Pearson's r over pixels (0 when either map is flat);
     * ``iou``: IoU of their upper halves (each map min-max scaled, ``>= threshold``, as
       :func:`box_iou` thresholds a map);
-    * ``same_peak``: the fraction of pairs whose maxima are within one pixel of the smaller map.
+    * ``same_peak``: the fraction of pairs whose maxima are within one pixel of the smaller map;
+    * ``flat``: the fraction of pairs where either map is constant (all of the above count 0).
 
     Returns the means over (image, finding) pairs, their count as ``pairs``, and per finding.
     """
@@ -265,10 +266,12 @@ def map_agreement(
                 images = torch.stack([torch.as_tensor(transform({"image": r["image"]})["image"]) for r in batch])
                 out = saliency(images.float().to(device), index).detach().float().cpu()[:, None]
                 maps.append(F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False)[:, 0])
-            entry = values.setdefault(name, {"correlation": [], "iou": [], "same_peak": []})
+            entry = values.setdefault(name, {"correlation": [], "iou": [], "same_peak": [], "flat": []})
             for a, b in zip(*maps):
                 a_flat, b_flat = a.flatten() - a.mean(), b.flatten() - b.mean()
                 norm = a_flat.norm() * b_flat.norm()
+                # a flat map (Grad-CAM of a class the network ignores is all zeros) agrees with nothing
+                entry["flat"].append(float(norm <= 0))
                 entry["correlation"].append(float((a_flat @ b_flat) / norm) if norm > 0 else 0.0)
                 mask_a, mask_b = _upper_half(a, threshold), _upper_half(b, threshold)
                 union = (mask_a | mask_b).sum()
@@ -276,8 +279,8 @@ def map_agreement(
                 peak_a = divmod(int(a.argmax()), size)
                 peak_b = divmod(int(b.argmax()), size)
                 distance = max(abs(peak_a[0] - peak_b[0]), abs(peak_a[1] - peak_b[1]))
-                entry["same_peak"].append(float(distance <= peak_radius))
-    keys = ("correlation", "iou", "same_peak")
+                entry["same_peak"].append(float(distance <= peak_radius and norm > 0))
+    keys = ("correlation", "iou", "same_peak", "flat")
     every = {key: [x for v in values.values() for x in v[key]] for key in keys}
     return {"pairs": len(every["iou"]), **{key: _mean(every[key]) for key in keys}, "threshold": threshold,
             "per_finding": {name: {"pairs": len(v["iou"]), **{key: _mean(v[key]) for key in keys}}

@@ -89,6 +89,28 @@ def test_benchmark_resolution_reports_both_heads_gains_and_localization(tmp_path
     assert len(resumed["commands"]) == 2 and "16 px" in resumed["gains"]
 
 
+def test_benchmark_saliency_scores_grad_cam_and_teacher_student_agreement(tmp_path, capsys):
+    out = tmp_path / "saliency.json"
+    code = _load("benchmark_saliency").main([
+        "--seeds", "1", "--image_size", "32", "--teacher_epochs", "1", "--student_epochs", "1", "--batch_size", "8",
+        "--models", "teacher", "student alone", "student from teacher",
+        "--work_dir", str(tmp_path / "work"), "--out", str(out),
+        "--set", 'dataset_options={"num_images": 32, "source_size": 64}',
+    ])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert list(report["summary"]) == ["teacher", "student alone", "student from teacher"]
+    for name, row in report["summary"].items():
+        assert 0.0 <= row["auc_macro"] <= 1.0 and row["phantoms_gradcam_pairs"] > 0
+        for method in ("gradcam", "gradcampp"):
+            assert 0.0 <= row[f"phantoms_{method}_pointing_game"] <= 1.0 and 0.0 <= row[f"phantoms_{method}_iou"] <= 1.0
+        assert ("agreement_gradcam_correlation" in row) == (name != "teacher")
+    run = report["runs"]["student from teacher"][0]
+    assert run["saliency_layer"] == "conv3" and run["agreement_with_teacher"]["gradcampp"]["pairs"] > 0
+    printed = capsys.readouterr().out
+    assert "| student from teacher | gradcam |" in printed and "correlation with the teacher" in printed
+
+
 def test_benchmark_speed_reports_every_measurement_and_the_targets(tmp_path, capsys):
     from conftest import require_shared
 

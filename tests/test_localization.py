@@ -135,6 +135,8 @@ def test_map_agreement_of_identical_shifted_and_real_grad_cam_maps(tmp_path):
     assert same["same_peak"] == 1.0 and set(same["per_finding"]) <= set(names)
     moved = map_agreement(peak, lambda i, k: peak(i, k, shift=8), records, 32, 32, names)
     assert moved["correlation"] < 0.1 and moved["iou"] == 0.0 and moved["same_peak"] == 0.0
+    flat = map_agreement(peak, lambda i, k: torch.zeros(len(i), 32, 32), records, 32, 32, names)
+    assert flat["flat"] == 1.0 and flat["correlation"] == 0.0 and flat["same_peak"] == 0.0
     # a real CNN: Grad-CAM maps of a 3-conv student at two input sizes, compared at the larger
     from bundle.networks import build_network
 
