@@ -290,7 +290,7 @@ def _detect_format(path: Path) -> str:
 
 
 def _finish(image: np.ndarray, path: PathLike, min_size: int) -> np.ndarray:
-    """Check shape, size and values of a scaled float64 image; return float32 in [0, 1]."""
+    """Check shape, size and values of a scaled image a loader made (float32 ones are clipped in place); return float32 in [0, 1]."""
     if image.ndim != 2:
         raise CXRDataError(path, f"expected a 2-D image, got shape {tuple(image.shape)}")
     rows, cols = image.shape
@@ -298,6 +298,14 @@ def _finish(image: np.ndarray, path: PathLike, min_size: int) -> np.ndarray:
         raise CXRDataError(
             path, f"image is {cols}x{rows}, smaller than the minimum {min_size}x{min_size} pixels"
         )
+    if image.dtype == np.float32 and image.flags.c_contiguous and image.flags.writeable:
+        # the usual case (DICOM windowing, pillow): two reductions instead of whole-image temporaries
+        low, high = float(image.min()), float(image.max())  # NaN or +-inf anywhere shows in these
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise CXRDataError(path, "image contains NaN or infinite values")
+        if low < 0.0 or high > 1.0:
+            np.clip(image, 0.0, 1.0, out=image)
+        return image
     _require_finite(image, path)
     return np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32)
 
@@ -618,16 +626,16 @@ def _linear_window_float32(pixels: np.ndarray, ds: pydicom.Dataset, photometric:
         return None
     if not all(np.isfinite(v) for v in (center, width, slope or 1.0, intercept or 0.0)):
         return None
+    # rescale, window and (MONOCHROME1: 0 = white) inversion folded into one affine map, in place:
+    # ((p * slope + intercept) - center) / width + 0.5, or 1 minus that
+    slope, intercept = (1.0, 0.0) if slope is None else (slope, intercept)
+    scale, offset = slope / width, (intercept - center) / width + 0.5
+    if photometric == "MONOCHROME1":
+        scale, offset = -scale, 1.0 - offset
     values = pixels.astype(np.float32)
-    if slope is not None:
-        values *= np.float32(slope)
-        values += np.float32(intercept)
-    values -= np.float32(center)
-    values /= np.float32(width)
-    values += np.float32(0.5)
+    values *= np.float32(scale)
+    values += np.float32(offset)
     np.clip(values, 0.0, 1.0, out=values)
-    if photometric == "MONOCHROME1":  # 0 = white: invert within the window's output range
-        np.subtract(np.float32(1.0), values, out=values)
     return values
 
 
