@@ -13,6 +13,8 @@ Uses ``monai.visualize.GradCAM`` / ``GradCAMpp`` on the module named ``target_la
 Explained classes: the predicted class (multi-class), or the findings at or above
 ``threshold`` (multi-label; the most probable one if none is), at most
 ``max_classes`` per image. Each class needs one backward pass over the batch.
+:meth:`SaliencyWriter.explain` without probabilities predicts and explains the top class in one
+forward pass (the single-image, real-time path of the deploy app).
 
 Config example (``inference.json``, in ``evaluator#val_handlers``)::
 
