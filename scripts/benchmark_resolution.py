@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = previous["runs"]
         commands = previous.get("commands") or [previous["command"]]
         print(f"resuming: {sum(map(len, runs.values()))} runs from {out}", flush=True)
-    commands.append(" ".join([Path(sys.executable).name, *sys.argv]))
+    commands.append(shlex.join([Path(sys.executable).name, *sys.argv]))
 
     def done(name: str, seed: int) -> bool:
         return any(r["seed"] == seed for r in runs.get(name, []))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                   + (f", agreement {json.dumps({m: result['agreement_with_teacher'][m]['correlation'] for m in METHODS})}"
                      if "agreement_with_teacher" in result else ""), flush=True)
             out.parent.mkdir(parents=True, exist_ok=True)
-            report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "dataset": args.dataset,
+            report = {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "dataset": args.dataset,
                       "settings": vars(args), "localization_sets": nih_note, "pairs": PAIRS, "runs": runs,
                       "summary": summarise(runs)}
             out.write_text(json.dumps(report, indent=2))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.setdefault(name, []).append({"seed": seed, **result})
             print(f"[seed {seed}] {name}: {json.dumps(result)}", flush=True)
             out.parent.mkdir(parents=True, exist_ok=True)
-            report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "dataset": args.dataset,
+            report = {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "dataset": args.dataset,
                       "settings": vars(args), "runs": runs, "summary": summarise(runs)}
             out.write_text(json.dumps(report, indent=2))
     print(table(summarise(runs)))
