@@ -177,7 +177,7 @@ def cam_saliency(network: torch.nn.Module, target_layer: str, method: str = "gra
     pass stopping at ``target_layer`` (:func:`bundle.handlers.saliency.gradients_from_layer`).
     ``method``: ``"gradcam"`` or ``"gradcampp"``; maps are min-max normalised to [0, 1].
     """
-    from .handlers.saliency import METHODS, gradients_from_layer
+    from .handlers.saliency import METHODS, gradients_from_layer, run_cam
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -185,7 +185,7 @@ def cam_saliency(network: torch.nn.Module, target_layer: str, method: str = "gra
 
     def saliency(images: torch.Tensor, class_idx: int) -> torch.Tensor:
         with torch.enable_grad(), gradients_from_layer(network, target_layer):
-            return cam(images, class_idx=class_idx)[:, 0].detach()
+            return run_cam(cam, images, class_idx)[:, 0].detach()
 
     return saliency
 

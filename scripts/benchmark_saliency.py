@@ -51,16 +51,19 @@ PAIRS = {"student from teacher": "student alone", "compact student from teacher"
 METHODS = ("gradcam", "gradcampp")
 
 
-def train_and_test(stage: str, output_dir: Path, overrides: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Train ``configs/<stage>.json`` and test its best checkpoint: (metrics, evaluation workflow)."""
+def train_and_test(stage: str, output_dir: Path, overrides: dict[str, Any], reuse: bool = False
+                   ) -> tuple[dict[str, Any], Any]:
+    """Train ``configs/<stage>.json`` (unless ``reuse`` and it was) and test its best checkpoint: (metrics, evaluation)."""
     settings = {**overrides, "output_dir": str(output_dir)}
-    start = time.perf_counter()
-    run_workflow(f"configs/{stage}.json", "training", settings)
-    seconds = time.perf_counter() - start
+    seconds = None
+    if not (reuse and (output_dir / "model.pt").is_file()):
+        start = time.perf_counter()
+        run_workflow(f"configs/{stage}.json", "training", settings)
+        seconds = round(time.perf_counter() - start, 1)
     evaluation = run_workflow([f"configs/{stage}.json", "configs/evaluate.json"], "evaluating", settings)
     metrics = json.loads((output_dir / "eval" / "metrics.json").read_text())
     return {"auc_macro": metrics["auc_macro"], "test_images": metrics.get("num_samples"),
-            "train_seconds": round(seconds, 1)}, evaluation
+            "train_seconds": seconds}, evaluation
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -131,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder with labels/nih_BBox_List_2017.csv.gz and NIH images (any depth)")
     parser.add_argument("--out", default="docs/results/saliency_synthetic.json")
     parser.add_argument("--work_dir", default="outputs/benchmark_saliency")
+    parser.add_argument("--reuse", action="store_true",
+                        help="models already trained under --work_dir (model.pt) are tested and scored, not retrained")
     parser.add_argument("--set", nargs="*", default=[], metavar="ID=JSON",
                         help="further config overrides for every model, e.g. dataset_options={\"num_images\": 600}")
     args = parser.parse_args(argv)
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                    for k, v in model_overrides.items()},
             }
             print(f"[seed {seed}] {name} ...", flush=True)
-            result, evaluation = train_and_test(stage, seed_dir / name.replace(" ", "_"), overrides)
+            result, evaluation = train_and_test(stage, seed_dir / name.replace(" ", "_"), overrides, args.reuse)
             network = evaluation.parser.get_parsed_content("network")
             network.eval()
             records = evaluation.parser.get_parsed_content("data#splits").test

@@ -110,3 +110,26 @@ def test_one_forward_pass_gives_the_prediction_and_the_top_class_map(task, tmp_p
     writer.write(["x", "y", "z"], images, maps)
     assert sorted(p.name for p in (tmp_path / "saliency").iterdir()) == sorted(
         f"{s}_{'abcd'[k]}.{e}" for s, k in zip("xyz", top) for e in ("npy", "png"))
+
+
+def test_grad_cam_pp_of_a_batch_equals_each_image_alone(tmp_path):
+    # MONAI's GradCAMpp broadcasts a (B,) score against (B, C, H, W) gradients; run_cam goes image by image
+    from monai.visualize import GradCAMpp
+
+    from bundle.handlers import SaliencyWriter
+    from bundle.handlers.saliency import run_cam
+
+    torch.manual_seed(0)
+    network, _ = build_network("student", num_classes=3)
+    network.eval()
+    images = torch.rand(3, 1, 24, 24)  # conv3's map is 3 wide: W == B, where MONAI would mix images silently
+    cam = GradCAMpp(nn_module=network, target_layers="conv3")
+    batch = run_cam(cam, images, 1)
+    for i in range(3):
+        torch.testing.assert_close(batch[i:i + 1], cam(images[i:i + 1], class_idx=1))
+    writer = SaliencyWriter(network, "conv3", tmp_path, ["a", "b", "c"], method="gradcampp", max_classes=1,
+                            threshold=2.0)
+    logits, maps = writer.explain(images)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, network(images), atol=1e-6, rtol=1e-5)
+    assert [len(m) for m in maps] == [1, 1, 1]

@@ -38,9 +38,21 @@ from monai.visualize import GradCAM, GradCAMpp
 from monai.visualize.utils import blend_images
 from PIL import Image
 
-__all__ = ["SaliencyWriter", "saliency_targets", "unique_stem", "write_overlay", "gradients_from_layer"]
+__all__ = ["SaliencyWriter", "run_cam", "saliency_targets", "unique_stem", "write_overlay", "gradients_from_layer"]
 
 METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
+
+
+def run_cam(cam: GradCAM | GradCAMpp, images: torch.Tensor, class_idx: int | None = None) -> torch.Tensor:
+    """``cam(images, class_idx)``, one image at a time for Grad-CAM++.
+
+    MONAI's ``GradCAMpp.compute_map`` (1.6) multiplies the class score, shape ``(B,)``, with the
+    gradients, shape ``(B, C, H, W)``: broadcast against the last axis, that fails for a batch of
+    more than one image, or silently mixes images when ``W == B``. A single image is exact.
+    """
+    if isinstance(cam, GradCAMpp) and len(images) > 1:
+        return torch.cat([cam(images[i:i + 1], class_idx=class_idx) for i in range(len(images))])
+    return cam(images, class_idx=class_idx)
 
 
 def saliency_targets(probabilities: torch.Tensor, task: str, threshold: float = 0.5, max_classes: int = 3
@@ -180,10 +192,10 @@ class SaliencyWriter:
                 captured: list[torch.Tensor] = []
                 handle = self.network.register_forward_hook(lambda m, i, out: captured.append(out))
                 try:
-                    top_maps = self.cam(images, class_idx=None).detach().float().cpu()  # arg-max class per image
+                    top_maps = run_cam(self.cam, images).detach().float().cpu()  # arg-max class per image
                 finally:
                     handle.remove()
-                logits = captured[-1].detach()
+                logits = torch.cat(captured).detach()  # several forward passes for Grad-CAM++ (run_cam)
                 scores = logits.float().cpu()
                 probabilities = torch.sigmoid(scores) if self.task == "multilabel" else torch.softmax(scores, 1)
             targets = saliency_targets(probabilities, self.task, self.threshold, self.max_classes)
@@ -193,7 +205,7 @@ class SaliencyWriter:
             for k in sorted({k for t in targets for k in t}):
                 if all((row, k) in maps for row, wanted in enumerate(targets) if k in wanted):
                     continue
-                class_maps = self.cam(images, class_idx=k).detach().float().cpu()
+                class_maps = run_cam(self.cam, images, k).detach().float().cpu()
                 maps.update({(row, k): class_maps[row] for row, wanted in enumerate(targets) if k in wanted})
         return logits, [{k: maps[(row, k)] for k in wanted} for row, wanted in enumerate(targets)]
 
