@@ -133,3 +133,34 @@ def test_grad_cam_pp_of_a_batch_equals_each_image_alone(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(logits, network(images), atol=1e-6, rtol=1e-5)
     assert [len(m) for m in maps] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
+def test_saliency_maps_are_brightest_where_the_class_evidence_is(method, tmp_path):
+    # MONAI's default CAM normaliser maps (min, max) to (1, 0): the bundle's maps must not be flipped
+    from monai.visualize import GradCAMpp
+
+    from bundle.handlers import SaliencyWriter
+    from bundle.localization import cam_saliency
+
+    torch.manual_seed(1)
+    network, _ = build_network("student", num_classes=3)
+    network.eval()
+    images = torch.rand(2, 1, 64, 64)
+    cams = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
+    unscaled = cams[method](nn_module=network, target_layers="conv3", postprocessing=lambda x: x)
+    def raw_maps(k: int) -> torch.Tensor:
+        return torch.cat([unscaled(images[i:i + 1], class_idx=k) for i in range(2)]).detach()
+
+    k = next(k for k in range(3) if (raw_maps(k).amax((1, 2, 3)) > raw_maps(k).amin((1, 2, 3))).all())
+    raw = raw_maps(k)
+    expected = (raw - raw.amin((1, 2, 3), keepdim=True)) / (raw.amax((1, 2, 3), keepdim=True)
+                                                           - raw.amin((1, 2, 3), keepdim=True))
+    writer = SaliencyWriter(network, "conv3", tmp_path, ["a", "b", "c"], method=method)
+    probabilities = torch.full((2, 3), 0.1)
+    probabilities[:, k] = 0.9
+    _, maps = writer.explain(images, probabilities)
+    for row in range(2):
+        torch.testing.assert_close(maps[row][k], expected[row], atol=1e-5, rtol=1e-4)
+        assert float(maps[row][k].max()) == pytest.approx(1.0)
+    torch.testing.assert_close(cam_saliency(network, "conv3", method)(images, k), expected[:, 0], atol=1e-5, rtol=1e-4)

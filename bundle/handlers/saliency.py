@@ -6,8 +6,9 @@ Uses ``monai.visualize.GradCAM`` / ``GradCAMpp`` on the module named ``target_la
 ``bundle.networks.NETWORKS``). For every readable input and every explained class it writes, under
 ``<output_dir>/saliency/``:
 
-* ``<image stem>_<class>.npy``: the raw map, float32, in [0, 1], at the network's
-  input size (MONAI upsamples and min-max normalises it);
+* ``<image stem>_<class>.npy``: the raw map, float32, in [0, 1] (1 = strongest evidence for
+  the class), at the network's input size (MONAI upsamples it; :func:`unit_range` scales it:
+  MONAI's default normaliser would flip it);
 * ``<image stem>_<class>.png``: the map over the image (jet colours, blended).
 
 Explained classes: the predicted class (multi-class), or the findings at or above
@@ -38,9 +39,32 @@ from monai.visualize import GradCAM, GradCAMpp
 from monai.visualize.utils import blend_images
 from PIL import Image
 
-__all__ = ["SaliencyWriter", "run_cam", "saliency_targets", "unique_stem", "write_overlay", "gradients_from_layer"]
+__all__ = ["SaliencyWriter", "make_cam", "unit_range", "run_cam", "saliency_targets", "unique_stem", "write_overlay", "gradients_from_layer"]
 
 METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
+
+
+def unit_range(maps: torch.Tensor) -> torch.Tensor:
+    """Each map (``B x 1 x H x W``) scaled linearly from its (min, max) to (0, 1); a flat map becomes zeros.
+
+    MONAI's CAMs default to ``default_normalizer``, which maps (min, max) to (1, 0): it flips the
+    map, so that the regions that raise the class score most come out darkest. Every CAM of the
+    bundle is built with this instead (:func:`make_cam`).
+    """
+    flat = maps.flatten(1)
+    low, high = flat.min(1).values, flat.max(1).values
+    span = (high - low).clamp_min(torch.finfo(maps.dtype).tiny)
+    scaled = (flat - low[:, None]) / span[:, None]
+    scaled[high <= low] = 0.0
+    return scaled.reshape(maps.shape)
+
+
+def make_cam(method: str, network: torch.nn.Module, target_layer: str) -> GradCAM | GradCAMpp:
+    """MONAI's Grad-CAM (``"gradcam"``) or Grad-CAM++ (``"gradcampp"``) on ``target_layer``, maps in [0, 1]
+    with 1 where the class evidence is strongest (:func:`unit_range`)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    return METHODS[method](nn_module=network, target_layers=target_layer, postprocessing=unit_range)
 
 
 def run_cam(cam: GradCAM | GradCAMpp, images: torch.Tensor, class_idx: int | None = None) -> torch.Tensor:
@@ -145,7 +169,7 @@ class SaliencyWriter:
         names = {name for name, _ in network.named_modules()}
         if target_layer not in names:
             raise ValueError(f"{type(network).__name__} has no module {target_layer!r} for saliency")
-        self.cam = METHODS[method](nn_module=network, target_layers=target_layer) if self.enabled else None
+        self.cam = make_cam(method, network, target_layer) if self.enabled else None
         self.network, self.target_layer = network, target_layer
         self.output_dir = Path(output_dir) / "saliency"
         self.class_names, self.task, self.threshold, self.max_classes = list(class_names), task, threshold, max_classes
