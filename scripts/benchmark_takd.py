@@ -40,6 +40,10 @@ MODELS = (
 def run_workflow(config_file: Any, run_id: str, overrides: dict[str, Any]) -> Any:
     from monai.bundle import ConfigWorkflow
 
+    if run_id == "training":
+        # a benchmark measures: never resume a run left in the work folder, which may have had other settings
+        # (the stages resume by default, and a finished run would be evaluated as it was, untrained)
+        overrides = {"resume": False, **overrides}
     workflow = ConfigWorkflow(config_file=config_file, meta_file="configs/metadata.json",
                               workflow_type="train" if run_id == "training" else "eval", run_id=run_id, **overrides)
     workflow.initialize()
