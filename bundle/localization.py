@@ -177,13 +177,13 @@ def cam_saliency(network: torch.nn.Module, target_layer: str, method: str = "gra
     pass stopping at ``target_layer`` (:func:`bundle.handlers.saliency.gradients_from_layer`).
     ``method``: ``"gradcam"`` or ``"gradcampp"``; maps are min-max normalised to [0, 1].
     """
-    from .handlers.saliency import gradients_from_layer, make_cam, run_cam
+    from .handlers.saliency import gradients_from_layer, make_cam
 
     cam = make_cam(method, network, target_layer)
 
     def saliency(images: torch.Tensor, class_idx: int) -> torch.Tensor:
         with torch.enable_grad(), gradients_from_layer(network, target_layer):
-            return run_cam(cam, images, class_idx)[:, 0].detach()
+            return cam(images, class_idx=class_idx)[:, 0].detach()
 
     return saliency
 

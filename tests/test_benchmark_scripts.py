@@ -54,13 +54,16 @@ def test_benchmark_cache_reports_both_runs_and_a_speedup(tmp_path, capsys):
 def test_benchmark_resolution_reports_both_heads_gains_and_localization(tmp_path, capsys):
     out = tmp_path / "resolution.json"
     micro = '{"hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_dim": 64}'
-    code = _load("benchmark_resolution").main([
-        "--dataset", "synthetic", "--resolutions", "16", "--seeds", "1", "--epochs", "1", "--teacher_epochs", "1",
-        "--teacher_size", "32", "--teacher_patch", "8", "--token_grid", "2", "--batch_size", "8",
-        "--vit_size", micro, "--variants", "student (no KD)", "student + MLCAK",
-        "--work_dir", str(tmp_path / "work"), "--out", str(out),
-        "--set", 'dataset_options={"num_images": 32, "source_size": 64}',
-    ])
+
+    def run(resolution: str, *variants_and_flags: str) -> int:
+        return _load("benchmark_resolution").main([
+            "--dataset", "synthetic", "--resolutions", resolution, "--seeds", "1", "--epochs", "1",
+            "--teacher_epochs", "1", "--teacher_size", "32", "--teacher_patch", "8", "--token_grid", "2",
+            "--batch_size", "8", "--vit_size", micro, "--work_dir", str(tmp_path / "work"), "--out", str(out),
+            "--set", 'dataset_options={"num_images": 32, "source_size": 64}', "--variants", *variants_and_flags,
+        ])
+
+    code = run("16", "student (no KD)", "student + MLCAK")
     assert code == 0
     report = json.loads(out.read_text())
     assert set(report["summary"]) == {"32 px | teacher", "16 px | student (no KD)", "16 px | student + MLCAK"}
@@ -75,13 +78,7 @@ def test_benchmark_resolution_reports_both_heads_gains_and_localization(tmp_path
 
     # --resume: an ablation at one more resolution; the recorded teacher and students are kept, not retrained
     teacher_before = report["runs"]["32 px | teacher"]
-    code = _load("benchmark_resolution").main([
-        "--dataset", "synthetic", "--resolutions", "8", "--seeds", "1", "--epochs", "1", "--teacher_epochs", "1",
-        "--teacher_size", "32", "--teacher_patch", "8", "--token_grid", "2", "--batch_size", "8",
-        "--vit_size", micro, "--variants", "MLCAK, last layer", "--resume",
-        "--work_dir", str(tmp_path / "work"), "--out", str(out),
-        "--set", 'dataset_options={"num_images": 32, "source_size": 64}',
-    ])
+    code = run("8", "MLCAK, last layer", "--resume")
     assert code == 0
     resumed = json.loads(out.read_text())
     assert resumed["runs"]["32 px | teacher"] == teacher_before

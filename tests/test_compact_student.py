@@ -80,13 +80,17 @@ def test_grad_cam_from_its_layer_on_gives_the_same_maps(name):
     assert all(p.requires_grad for p in network.parameters())  # restored
 
 
+def _seeded_student(seed: int, num_classes: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    network, _ = build_network("student", num_classes=num_classes)
+    return network.eval()
+
+
 @pytest.mark.parametrize("task", ["multilabel", "multiclass"])
 def test_one_forward_pass_gives_the_prediction_and_the_top_class_map(task, tmp_path):
     from bundle.handlers import SaliencyWriter
 
-    torch.manual_seed(0)
-    network, _ = build_network("student", num_classes=4)
-    network.eval()
+    network = _seeded_student(seed=0, num_classes=4)
     images = torch.rand(3, 1, 48, 48)
     with torch.no_grad():
         expected_logits = network(images)
@@ -112,22 +116,23 @@ def test_one_forward_pass_gives_the_prediction_and_the_top_class_map(task, tmp_p
         f"{s}_{'abcd'[k]}.{e}" for s, k in zip("xyz", top) for e in ("npy", "png"))
 
 
-def test_grad_cam_pp_of_a_batch_equals_each_image_alone(tmp_path):
-    # MONAI's GradCAMpp broadcasts a (B,) score against (B, C, H, W) gradients; run_cam goes image by image
-    from monai.visualize import GradCAMpp
-
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
+def test_grad_cam_of_a_batch_equals_each_image_alone(method, tmp_path):
+    # MONAI's class score is wrong for batches: B x B for arg-max classes, broadcast along the width in Grad-CAM++
     from bundle.handlers import SaliencyWriter
-    from bundle.handlers.saliency import run_cam
+    from bundle.handlers.saliency import make_cam, per_image_class_score
 
-    torch.manual_seed(0)
-    network, _ = build_network("student", num_classes=3)
-    network.eval()
+    logits = torch.arange(9.0).reshape(3, 3)
+    assert per_image_class_score(logits, torch.tensor([2, 0, 1])).flatten().tolist() == [2.0, 3.0, 7.0]  # own class
+    assert per_image_class_score(logits, 1).shape == (3, 1, 1, 1)
+    network = _seeded_student(seed=0, num_classes=3)
     images = torch.rand(3, 1, 24, 24)  # conv3's map is 3 wide: W == B, where MONAI would mix images silently
-    cam = GradCAMpp(nn_module=network, target_layers="conv3")
-    batch = run_cam(cam, images, 1)
-    for i in range(3):
-        torch.testing.assert_close(batch[i:i + 1], cam(images[i:i + 1], class_idx=1))
-    writer = SaliencyWriter(network, "conv3", tmp_path, ["a", "b", "c"], method="gradcampp", max_classes=1,
+    cam = make_cam(method, network, "conv3")
+    for class_idx in (1, None):  # None: each image's own arg-max class
+        batch = cam(images, class_idx=class_idx)
+        for i in range(3):
+            torch.testing.assert_close(batch[i:i + 1], cam(images[i:i + 1], class_idx=class_idx), atol=1e-5, rtol=1e-4)
+    writer = SaliencyWriter(network, "conv3", tmp_path, ["a", "b", "c"], method=method, max_classes=1,
                             threshold=2.0)
     logits, maps = writer.explain(images)
     with torch.no_grad():
@@ -143,9 +148,7 @@ def test_saliency_maps_are_brightest_where_the_class_evidence_is(method, tmp_pat
     from bundle.handlers import SaliencyWriter
     from bundle.localization import cam_saliency
 
-    torch.manual_seed(1)
-    network, _ = build_network("student", num_classes=3)
-    network.eval()
+    network = _seeded_student(seed=1, num_classes=3)
     images = torch.rand(2, 1, 64, 64)
     cams = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
     unscaled = cams[method](nn_module=network, target_layers="conv3", postprocessing=lambda x: x)

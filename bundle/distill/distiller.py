@@ -61,12 +61,12 @@ def freeze(network: nn.Module) -> nn.Module:
 
 def load_frozen(
     network: nn.Module, checkpoint: str | os.PathLike | None, device: str | torch.device = "cpu", role: str = "teacher",
-    stage_config: str | None = None, option: str | None = None,
+    stage_config: str | None = None,
 ) -> nn.Module:
     """Load a trained stage's ``model.pt`` into ``network``, move it to ``device`` and freeze it.
 
-    ``stage_config`` (default ``configs/<role>.json``) and ``option`` (default ``<role>_ckpt``)
-    name, in the error message, the config that trains it and the id that points at it.
+    ``stage_config`` (default ``configs/<role>.json``) names, in the error message, the config
+    that trains it; ``--<role>_ckpt`` is the id that points at it.
 
     Raises:
         FileNotFoundError: no checkpoint given, or the file is missing; the message says
@@ -77,7 +77,7 @@ def load_frozen(
         raise FileNotFoundError(
             f"{role} checkpoint not found: {checkpoint!r}. Train the {role} stage first "
             f"(python -m monai.bundle run training --config_file {stage_config or f'configs/{role}.json'}) "
-            f"or pass --{option or f'{role}_ckpt'} <path to its model.pt>."
+            f"or pass --{role}_ckpt <path to its model.pt>."
         )
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = state.get("model", state) if isinstance(state, dict) and "model" in state else state

@@ -136,5 +136,5 @@ def make_mlcak_distiller(
     if teacher_network is None:
         return None
     teacher = load_frozen(teacher_network(), checkpoint, device, role="teacher",
-                          stage_config="configs/vit_teacher.json", option="teacher_ckpt")
+                          stage_config="configs/vit_teacher.json")
     return MLCAKDistiller(student, teacher, loss, student_layout, teacher_layout, attention_layers, hard_weight)

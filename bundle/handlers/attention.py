@@ -29,17 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.transforms.utils import rescale_array
 
 from ..distributed import unwrap
 from .saliency import unique_stem, write_overlay
 
-__all__ = ["AttentionMapWriter", "minmax"]
-
-
-def minmax(saliency: torch.Tensor) -> torch.Tensor:
-    """Scaled to [0, 1] (a constant map becomes 0)."""
-    low, high = saliency.min(), saliency.max()
-    return (saliency - low) / (high - low) if high > low else torch.zeros_like(saliency)
+__all__ = ["AttentionMapWriter"]
 
 
 class AttentionMapWriter:
@@ -84,5 +79,5 @@ class AttentionMapWriter:
             np.save(base.with_suffix(".npy"), saliency.numpy().astype(np.float32))
             self.written.append(base.with_suffix(".npy"))
             if self.overlay:
-                write_overlay(base.with_suffix(".png"), images[row].cpu(), minmax(saliency)[None])
+                write_overlay(base.with_suffix(".png"), images[row].cpu(), rescale_array(saliency)[None])
                 self.written.append(base.with_suffix(".png"))

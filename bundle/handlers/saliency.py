@@ -39,7 +39,7 @@ from monai.visualize import GradCAM, GradCAMpp
 from monai.visualize.utils import blend_images
 from PIL import Image
 
-__all__ = ["SaliencyWriter", "make_cam", "unit_range", "run_cam", "saliency_targets", "unique_stem", "write_overlay", "gradients_from_layer"]
+__all__ = ["SaliencyWriter", "make_cam", "unit_range", "saliency_targets", "unique_stem", "write_overlay", "gradients_from_layer"]
 
 METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
 
@@ -59,24 +59,28 @@ def unit_range(maps: torch.Tensor) -> torch.Tensor:
     return scaled.reshape(maps.shape)
 
 
+def per_image_class_score(logits: torch.Tensor, class_idx: int | torch.Tensor) -> torch.Tensor:
+    """Each image's score for its own class, shaped ``(B, 1, 1, 1)`` to broadcast against ``(B, C, H, W)``.
+
+    Replaces MONAI 1.6's ``ModelWithHooks.class_score`` (``logits[:, class_idx].squeeze()``), which is
+    wrong for batches in two ways: with ``class_idx=None`` (each image's arg-max, a ``(B,)`` tensor) it
+    gives a ``B x B`` score, so every image's map explains the sum of all images' top classes; and its
+    ``(B,)`` score multiplies Grad-CAM++'s ``(B, C, H, W)`` gradients along the width, failing, or
+    mixing images when ``W == B``.
+    """
+    index = torch.as_tensor(class_idx, device=logits.device).reshape(-1).expand(len(logits))
+    return logits.gather(1, index[:, None]).reshape(len(logits), 1, 1, 1)
+
+
 def make_cam(method: str, network: torch.nn.Module, target_layer: str) -> GradCAM | GradCAMpp:
     """MONAI's Grad-CAM (``"gradcam"``) or Grad-CAM++ (``"gradcampp"``) on ``target_layer``, maps in [0, 1]
-    with 1 where the class evidence is strongest (:func:`unit_range`)."""
+    with 1 where the class evidence is strongest (:func:`unit_range`), exact for batches
+    (:func:`per_image_class_score`)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    return METHODS[method](nn_module=network, target_layers=target_layer, postprocessing=unit_range)
-
-
-def run_cam(cam: GradCAM | GradCAMpp, images: torch.Tensor, class_idx: int | None = None) -> torch.Tensor:
-    """``cam(images, class_idx)``, one image at a time for Grad-CAM++.
-
-    MONAI's ``GradCAMpp.compute_map`` (1.6) multiplies the class score, shape ``(B,)``, with the
-    gradients, shape ``(B, C, H, W)``: broadcast against the last axis, that fails for a batch of
-    more than one image, or silently mixes images when ``W == B``. A single image is exact.
-    """
-    if isinstance(cam, GradCAMpp) and len(images) > 1:
-        return torch.cat([cam(images[i:i + 1], class_idx=class_idx) for i in range(len(images))])
-    return cam(images, class_idx=class_idx)
+    cam = METHODS[method](nn_module=network, target_layers=target_layer, postprocessing=unit_range)
+    cam.nn_module.class_score = per_image_class_score
+    return cam
 
 
 def saliency_targets(probabilities: torch.Tensor, task: str, threshold: float = 0.5, max_classes: int = 3
@@ -216,10 +220,10 @@ class SaliencyWriter:
                 captured: list[torch.Tensor] = []
                 handle = self.network.register_forward_hook(lambda m, i, out: captured.append(out))
                 try:
-                    top_maps = run_cam(self.cam, images).detach().float().cpu()  # arg-max class per image
+                    top_maps = self.cam(images).detach().float().cpu()  # arg-max class per image
                 finally:
                     handle.remove()
-                logits = torch.cat(captured).detach()  # several forward passes for Grad-CAM++ (run_cam)
+                logits = captured[-1].detach()
                 scores = logits.float().cpu()
                 probabilities = torch.sigmoid(scores) if self.task == "multilabel" else torch.softmax(scores, 1)
             targets = saliency_targets(probabilities, self.task, self.threshold, self.max_classes)
@@ -229,7 +233,7 @@ class SaliencyWriter:
             for k in sorted({k for t in targets for k in t}):
                 if all((row, k) in maps for row, wanted in enumerate(targets) if k in wanted):
                     continue
-                class_maps = run_cam(self.cam, images, k).detach().float().cpu()
+                class_maps = self.cam(images, class_idx=k).detach().float().cpu()
                 maps.update({(row, k): class_maps[row] for row, wanted in enumerate(targets) if k in wanted})
         return logits, [{k: maps[(row, k)] for k in wanted} for row, wanted in enumerate(targets)]
 

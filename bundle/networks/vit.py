@@ -141,7 +141,8 @@ class ExplicitAttention(nn.Module):
         n, t, c = x.shape
         q, k, v = self.qkv(x).reshape(n, t, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         attention = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)  # (N, heads, T, T)
-        self.cls_attention = attention[:, :, 0, 1:]
+        # a copy, not a view: a view would keep every layer's whole (N, heads, T, T) matrix alive
+        self.cls_attention = attention[:, :, 0, 1:].clone()
         x = (self.attn_drop(attention) @ v).transpose(1, 2).reshape(n, t, c)
         return self.proj_drop(self.proj(x))
 
