@@ -352,22 +352,11 @@ def write_saliency(model: BundleModel, result: Classification, output_dir: str |
     if maps is None:  # classified without saliency (AMP on a GPU): explain the classes now
         pred = torch.tensor([[result.probabilities[c] for c in model.class_names]])
         maps = writer.explain(image, pred)[1][0]
-    writer.output_dir, writer.written = Path(output_dir) / "saliency", []
-    writer.write([unique_stem(str(result.radiograph.path), {})], image, [maps])
-    files: dict[str, list[str]] = {}
-    for written in writer.written:
-        for name in model.class_names:
-            if written.stem.endswith("_" + _safe_name(name)):
-                files.setdefault(name, []).append(str(written))
-                break
+    stem = unique_stem(str(result.radiograph.path), {})
+    written = writer.write([stem], image, [maps], output_dir=Path(output_dir) / "saliency")[0]
+    files = {model.class_names[k]: [str(path) for path in paths] for k, paths in written.items()}
     result.saliency_files = files
     return files
-
-
-def _safe_name(text: str) -> str:
-    from bundle.handlers.saliency import _safe
-
-    return _safe(text)
 
 
 def _sha256(path: Path) -> str:

@@ -237,17 +237,21 @@ class SaliencyWriter:
                 maps.update({(row, k): class_maps[row] for row, wanted in enumerate(targets) if k in wanted})
         return logits, [{k: maps[(row, k)] for k in wanted} for row, wanted in enumerate(targets)]
 
-    def write(self, stems: list[str], images: torch.Tensor, maps: list[dict[int, torch.Tensor]]) -> None:
-        """Write each image's maps (``.npy``) and overlays (``.png``) under ``output_dir``."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        for row, (stem, image_maps) in enumerate(zip(stems, maps)):
-            for k, saliency in image_maps.items():
-                self._write(stem, self.class_names[k], images[row].detach().float().cpu(), saliency)
+    def write(self, stems: list[str], images: torch.Tensor, maps: list[dict[int, torch.Tensor]],
+              output_dir: str | os.PathLike | None = None) -> list[dict[int, list[Path]]]:
+        """Write each image's maps (``.npy``) and overlays (``.png``) under ``output_dir`` (default: the
+        writer's ``<output_dir>/saliency``); returns, per image, ``{class index: [files]}``."""
+        folder = Path(output_dir) if output_dir is not None else self.output_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        return [{k: self._write(folder / f"{stem}_{_safe(self.class_names[k])}", images[row].detach().float().cpu(),
+                                saliency) for k, saliency in image_maps.items()}
+                for row, (stem, image_maps) in enumerate(zip(stems, maps))]
 
-    def _write(self, stem: str, class_name: str, image: torch.Tensor, saliency: torch.Tensor) -> None:
-        base = self.output_dir / f"{stem}_{_safe(class_name)}"
+    def _write(self, base: Path, image: torch.Tensor, saliency: torch.Tensor) -> list[Path]:
         np.save(base.with_suffix(".npy"), saliency[0].numpy().astype(np.float32))
-        self.written.append(base.with_suffix(".npy"))
+        files = [base.with_suffix(".npy")]
         if self.overlay:
             write_overlay(base.with_suffix(".png"), image, saliency)
-            self.written.append(base.with_suffix(".png"))
+            files.append(base.with_suffix(".png"))
+        self.written.extend(files)
+        return files
