@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work_dir", default="outputs/benchmark_takd")
     parser.add_argument("--image_size", type=int, default=32,
                         help="28 px MedMNIST images are resized to this (MONAI EfficientNet-B0 needs >= 32)")
+    parser.add_argument("--teacher_image_size", type=int, default=None,
+                        help="teacher and assistant train at this size and the students see them at it (the students' "
+                             "own images stay at --image_size; the student alone gets the same images); default: "
+                             "--image_size")
     parser.add_argument("--teacher_epochs", type=int, default=8)
     parser.add_argument("--assistant_epochs", type=int, default=8)
     parser.add_argument("--student_epochs", type=int, default=15)
@@ -147,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO_ROOT)
     out = Path(args.out)
     epochs = {"teacher": args.teacher_epochs, "assistant": args.assistant_epochs, "student": args.student_epochs}
+    teacher_size = args.teacher_image_size or args.image_size
+    sizes = {"teacher": {"image_size": teacher_size}, "assistant": {"image_size": teacher_size},
+             "student": {"image_size": args.image_size, "teacher_image_size": teacher_size}}
     extra = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     runs: dict[str, list[dict[str, Any]]] = {}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             if name not in args.models:
                 continue
             overrides: dict[str, Any] = {
-                "dataset": args.dataset, "dataset_dir": args.dataset_dir, "image_size": args.image_size,
+                "dataset": args.dataset, "dataset_dir": args.dataset_dir, **sizes[stage],
                 "batch_size": args.batch_size, "max_epochs": epochs[stage], "seed": seed, "device": args.device,
                 "max_images": args.max_images, "sampling": args.sampling, **extra,
             }

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from monai.bundle import ConfigWorkflow
+
+from bundle.distill import adapter_key, probe_feature_shapes
 
 from conftest import error_chain, run_bundle
 
@@ -60,3 +63,33 @@ def test_missing_teacher_checkpoint_is_a_clear_error(tmp_path):
     chain = error_chain(info.value)
     found = [e for e in chain if isinstance(e, FileNotFoundError)]
     assert found and str(missing) in str(found[0]) and "configs/teacher.json" in str(found[0])
+
+
+def test_teacher_sees_a_larger_view_of_the_same_augmented_image(tmp_path):
+    """teacher_image_size: a 64 px teacher distils a 32 px student, online and from the cache."""
+    run_stage("teacher", tmp_path / "teacher", image_size=64)
+    teacher_ckpt = str(tmp_path / "teacher" / "model.pt")
+    student = run_stage("student", tmp_path / "student", teacher_ckpt=teacher_ckpt, teacher_image_size=64)
+    assert {"hard", "soft", "feature/conv1", "feature/conv3"} <= set(_terms(student))
+
+    batch = next(iter(student.parser.get_parsed_content("train#dataloader")))
+    assert tuple(batch["image"].shape[-2:]) == (32, 32) and tuple(batch["teacher_image"].shape[-2:]) == (64, 64)
+    # one augmented radiograph at two sizes: the student's copy is the teacher's view, area-downsampled
+    torch.testing.assert_close(F.adaptive_avg_pool2d(batch["teacher_image"], 32), batch["image"])
+
+    distiller = student.parser.get_parsed_content("distiller")
+    network = student.parser.get_parsed_content("network")
+    pairs = distiller.feature_pairs
+    student_maps = probe_feature_shapes(network, [s for s, _ in pairs], (1, 32, 32))
+    teacher_maps = probe_feature_shapes(distiller.teacher, [t for _, t in pairs], (1, 64, 64))
+    for s, t in pairs:  # the adapters bring the student's maps to the teacher's 64 px maps
+        adapted = distiller.adapters[adapter_key(s, t)](torch.zeros(1, *student_maps[s]))
+        assert tuple(adapted.shape[1:]) == teacher_maps[t], (s, t)
+    with pytest.raises(ValueError, match="teacher_image"):  # the student's 32 px images are not the teacher's view
+        distiller(batch["image"], network(batch["image"]))
+
+    cached = run_stage("student", tmp_path / "cached", teacher_ckpt=teacher_ckpt, teacher_image_size=64,
+                       teacher_cache="memory")
+    cache = cached.parser.get_parsed_content("distiller").cache
+    _, maps = cache.lookup([0])
+    assert {t: tuple(m.shape[1:]) for t, m in maps.items()} == {t: teacher_maps[t] for _, t in pairs}

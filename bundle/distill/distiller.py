@@ -30,8 +30,18 @@ Config example (student from assistant)::
         "feature_pairs": [["conv1", "features.denseblock1"], ["conv2", "features.denseblock2"],
                           ["conv3", "features.denseblock3"]],
         "weights": {"hard": 1.0, "soft": 1.0, "feature": 0.1},
-        "input_shape": [1, "@image_size", "@image_size"]
+        "input_shape": [1, "@image_size", "@image_size"],
+        "teacher_input_shape": [1, "@teacher_image_size", "@teacher_image_size"]
     }
+
+Teacher at a larger input size (``teacher_image_size`` > ``image_size``, e.g. a 64 px
+teacher for a 32 px student, or 224 px for 64 px): the training preprocessing
+(``configs/common.json#preprocessing#train``) augments each image at the teacher's size,
+keeps that view as the batch's ``teacher_image`` and area-downsamples the student's copy,
+so both see the same augmented radiograph; the adapters resize the student's maps to
+the teacher's. Networks built for ImageNet (EfficientNet, DenseNet) reduce their input
+32-fold: at 32 px their last maps are 1 x 1, and they gain from a larger view even of an
+upsampled 28 px image, while the student keeps its own cost.
 """
 
 from __future__ import annotations
@@ -111,6 +121,8 @@ class Distiller(nn.Module):
         feature_pairs: ``[student_module, teacher_module]`` names whose outputs are compared.
         weights: ``{"hard": ..., "soft": ..., "feature": ...}`` (missing keys: 1, 1, 0).
         input_shape: one input without the batch axis, used once to size the adapters.
+        teacher_input_shape: the teacher's input, when it sees a larger view (default:
+            ``input_shape``).
         cache: precomputed teacher outputs (:class:`~bundle.distill.TeacherOutputCache`);
             the teacher then never runs during training, and each batch must carry
             its ``sample_index``.
@@ -129,6 +141,7 @@ class Distiller(nn.Module):
         feature_pairs: Sequence[Sequence[str]] = (),
         weights: Mapping[str, float] | None = None,
         input_shape: Sequence[int] = (1, 224, 224),
+        teacher_input_shape: Sequence[int] | None = None,
         cache: TeacherOutputCache | None = None,
     ) -> None:
         super().__init__()
@@ -146,10 +159,13 @@ class Distiller(nn.Module):
         teacher_names = [t for _, t in self.feature_pairs]
         device = next(student.parameters()).device
         shape = tuple(int(v) for v in input_shape)
+        teacher_shape = shape if teacher_input_shape is None else tuple(int(v) for v in teacher_input_shape)
         self.adapters = build_adapters(
-            probe_feature_shapes(student, student_names, shape), probe_feature_shapes(teacher, teacher_names, shape),
-            self.feature_pairs,
+            probe_feature_shapes(student, student_names, shape),
+            probe_feature_shapes(teacher, teacher_names, teacher_shape), self.feature_pairs,
         ).to(device)
+        # a teacher with its own view must get it: the student's images would silently be the wrong size
+        self.teacher_view_size = teacher_shape[1:] if teacher_shape != shape else None
         self.student_hooks = FeatureHooks(student, student_names)
         self.teacher_hooks = FeatureHooks(teacher, teacher_names)
         self.cache = cache
@@ -176,6 +192,11 @@ class Distiller(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The teacher's logits and hooked maps for a batch: from the cache, or by running it."""
         if self.cache is None:
+            if self.teacher_view_size is not None and tuple(images.shape[2:]) != self.teacher_view_size:
+                raise ValueError(
+                    f"the teacher sees {self.teacher_view_size} images (teacher_input_shape) but got "
+                    f"{tuple(images.shape[2:])}: the training preprocessing must give each sample a 'teacher_image' "
+                    f"at teacher_image_size (configs/common.json#preprocessing#teacher_view)")
             return self.teacher_logits(images), self.teacher_hooks.features
         if sample_index is None:
             raise ValueError("the teacher-output cache needs each batch's 'sample_index' "
