@@ -54,6 +54,7 @@ __all__ = [
     "ExportResult",
     "DEFAULT_NAME",
     "ONNX_CONVERTER_KWARGS",
+    "file_sha256",
     "read_state_dict",
     "check_state_dict",
     "build_network",
@@ -290,9 +291,10 @@ def compare_exports(network: torch.nn.Module, inputs: torch.Tensor, torchscript:
 # bundle files
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks (checkpoints can be hundreds of MB)."""
     digest = hashlib.sha256()
-    with path.open("rb") as stream:
+    with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -310,7 +312,7 @@ def large_files_yaml(bundle_dir: str | os.PathLike, files: Sequence[str], url_ba
     for relative in files:
         path = root / relative
         url = f"{url_base.rstrip('/')}/{relative}" if url_base else path.as_uri()
-        lines += [f'  - path: "{relative}"', f'    url: "{url}"', f'    hash_val: "{_sha256(path)}"',
+        lines += [f'  - path: "{relative}"', f'    url: "{url}"', f'    hash_val: "{file_sha256(path)}"',
                   '    hash_type: "sha256"']
     return "\n".join(lines) + "\n"
 
@@ -657,7 +659,7 @@ def export_bundle(
                                   f"{difference:.3g} > {TOLERANCE[kind]:g}")
 
         results_md = repo_root / "docs" / "results.md"
-        hashes = {f: _sha256(root / f) for f in model_files}
+        hashes = {f: file_sha256(root / f) for f in model_files}
         (root / "docs" / "README.md").write_text(model_card(
             name, metadata, {**config, "class_names": class_names, "image_size": size},
             metrics=metrics_content, results_md=results_md.read_text() if results_md.is_file() else None,

@@ -16,7 +16,6 @@ so a file gives the same probabilities here as in ``configs/inference.json``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ import torch
 
 from bundle.data.errors import CXRDataError
 from bundle.data.io import load_cxr, read_dicom_header
+from bundle.export import file_sha256
 from bundle.inference import find_images
 
 __all__ = [
@@ -359,14 +359,6 @@ def write_saliency(model: BundleModel, result: Classification, output_dir: str |
     return files
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def classification_record(model: BundleModel, result: Classification, sr_file: str | None = None) -> dict[str, Any]:
     """The content of ``classification.json``."""
     header = result.radiograph.header
@@ -388,7 +380,7 @@ def classification_record(model: BundleModel, result: Classification, sr_file: s
             "version": model.version,
             "network": model.network_name,
             "checkpoint": str(model.checkpoint),
-            "checkpoint_sha256": _sha256(model.checkpoint),
+            "checkpoint_sha256": file_sha256(model.checkpoint),
             "image_size": model.image_size,
         },
         "task": model.task,

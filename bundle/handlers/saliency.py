@@ -39,6 +39,8 @@ from monai.visualize import GradCAM, GradCAMpp
 from monai.visualize.utils import blend_images
 from PIL import Image
 
+from ..metrics import probabilities as task_probabilities
+
 __all__ = ["SaliencyWriter", "make_cam", "unit_range", "saliency_targets", "unique_stem", "write_overlay", "gradients_from_layer"]
 
 METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
@@ -224,8 +226,7 @@ class SaliencyWriter:
                 finally:
                     handle.remove()
                 logits = captured[-1].detach()
-                scores = logits.float().cpu()
-                probabilities = torch.sigmoid(scores) if self.task == "multilabel" else torch.softmax(scores, 1)
+                probabilities = torch.from_numpy(task_probabilities(logits.cpu(), self.task))
             targets = saliency_targets(probabilities, self.task, self.threshold, self.max_classes)
             if logits is not None:
                 top = logits.argmax(1).tolist()
