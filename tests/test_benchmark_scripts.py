@@ -19,7 +19,7 @@ def test_benchmark_takd_writes_table_1_and_per_class_table_2(tmp_path, capsys):
     out = tmp_path / "takd.json"
     code = _load("benchmark_takd").main([
         "--dataset", "synthetic_binary", "--seeds", "1", "--image_size", "32", "--batch_size", "8",
-        "--teacher_epochs", "1", "--assistant_epochs", "1", "--student_epochs", "1",
+        "--teacher_image_size", "48", "--teacher_epochs", "1", "--assistant_epochs", "1", "--student_epochs", "1",
         "--work_dir", str(tmp_path / "work"), "--out", str(out),
         "--models", "teacher", "student from teacher",
         "--set", 'dataset_options={"num_images": 24, "source_size": 64}', 'teacher_members=["efficientnet-b0"]',
@@ -31,6 +31,10 @@ def test_benchmark_takd_writes_table_1_and_per_class_table_2(tmp_path, capsys):
     assert report["settings"]["set"][-1] == "temperature=30"
     student = report["summary"]["student from teacher"]
     assert 0.0 <= student["accuracy"] <= 1.0 and student["parameters"] > 0
+    # the kept epoch's validation metrics, beside the test metrics (24 images: AUC may be undefined)
+    assert 0.0 <= student["val_accuracy"] <= 1.0 and "val_auc_macro" in student
+    # the student distilled from the 48 px teacher's own view: a 32 px view would have been refused
+    assert "soft" in (tmp_path / "work" / "seed0" / "student_from_teacher" / "log.txt").read_text()
     assert len(student["per_class"]) == 2
     assert set(next(iter(student["per_class"].values()))) == {"precision", "recall", "f1"}
     printed = capsys.readouterr().out
