@@ -28,19 +28,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..networks.heads import HeadLayout
+from .hard_label import HardLabelLoss
 
-__all__ = ["MultiTaskLoss", "masked_bce"]
-
-
-def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean BCE-with-logits over the entries whose mask is 1 (0 when none is)."""
-    per_entry = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), reduction="none")
-    mask = mask.to(logits.dtype)
-    return (per_entry * mask).sum() / mask.sum().clamp_min(1.0)
+__all__ = ["MultiTaskLoss"]
 
 
 class MultiTaskLoss(nn.Module):
@@ -59,12 +52,13 @@ class MultiTaskLoss(nn.Module):
             raise ValueError("class_weights are not supported by the ViT's two-head loss; use --sampling oversample")
         self.layout = layout
         self.head_weights = {"mlct": 1.0, "mcct": 1.0, **dict(head_weights or {})}
+        self.bce = HardLabelLoss("multilabel")  # masked mean BCE-with-logits, for both heads
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:
         findings, global_logits = self.layout.split(logits)
         y_f, m_f, y_g, m_g = self.layout.targets(target.to(logits.device), None if mask is None else mask.to(logits.device))
-        terms = {"hard/mlct": self.head_weights["mlct"] * masked_bce(findings, y_f, m_f)}
+        terms = {"hard/mlct": self.head_weights["mlct"] * self.bce(findings, y_f, m_f)}
         if global_logits is not None:
-            terms["hard/mcct"] = self.head_weights["mcct"] * masked_bce(global_logits, y_g, m_g)
+            terms["hard/mcct"] = self.head_weights["mcct"] * self.bce(global_logits, y_g, m_g)
         return terms
