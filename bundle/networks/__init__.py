@@ -5,6 +5,7 @@ from .densenet import DenseNet161
 from .ensemble import EfficientNetEnsemble, EnsembleNetwork
 from .heads import HeadLayout
 from .mobilenet import MobileNetV3
+from .pretrained import InitReport, load_initial_weights, read_weights
 from .profile import count_flops, count_parameters, network_profile
 from .registry import NETWORKS, NetworkEntry, build_network, profile_networks, profile_table, register_network
 from .student import ThreeConvStudent
@@ -13,4 +14,4 @@ from .vit import VIT_SIZES, CXRViT, vit_patch_size
 __all__ = ["count_flops", "count_parameters", "network_profile", "check_input_size", "DenseNet161",
            "EfficientNetEnsemble", "EnsembleNetwork", "MobileNetV3", "ThreeConvStudent", "NETWORKS", "NetworkEntry",
            "build_network", "profile_networks", "profile_table", "register_network", "CXRViT", "HeadLayout",
-           "VIT_SIZES", "vit_patch_size"]
+           "VIT_SIZES", "vit_patch_size", "InitReport", "load_initial_weights", "read_weights"]
