@@ -14,7 +14,7 @@ TensorBoard see them) and the full report in ``engine.state.classification_repor
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = ["classification_metrics", "ClassificationMetrics", "MultiTaskMetrics", "probabilities"]
+__all__ = ["bootstrap_intervals", "classification_metrics", "ClassificationMetrics", "MultiTaskMetrics", "probabilities"]
 
 
 def probabilities(logits: torch.Tensor | np.ndarray, task: str) -> np.ndarray:
@@ -57,6 +57,7 @@ def classification_metrics(
     task: str,
     class_names: Sequence[str],
     threshold: float = 0.5,
+    details: bool = True,
 ) -> dict[str, Any]:
     """Per-class and macro metrics of one evaluation.
 
@@ -67,6 +68,8 @@ def classification_metrics(
         task: ``"multilabel"`` or ``"multiclass"``.
         class_names: the C class names, used as keys.
         threshold: decision threshold for multi-label predictions.
+        details: also the confusion matrices and the text report (False: scalars only, for
+            the many recomputations of a bootstrap).
 
     Returns:
         ``{"scalars": {...}, "confusion_matrix": ..., "report": str}`` where
@@ -91,7 +94,8 @@ def classification_metrics(
             accs.append(float(accuracy_score(y, pred)) if known.any() else math.nan)
             pc, rc, fc, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
             prec.append(float(pc)), rec.append(float(rc)), f1.append(float(fc)), support.append(int(y.sum()))
-            confusion[name] = confusion_matrix(y, pred, labels=[0, 1]).tolist()
+            if details:
+                confusion[name] = confusion_matrix(y, pred, labels=[0, 1]).tolist()
         # sklearn's text report cannot skip unknown labels per class: same layout, masked numbers
         width = max(len(n) for n in names)
         rows = [f"{'':>{width}}  precision    recall  f1-score   support"]
@@ -107,8 +111,9 @@ def classification_metrics(
             y, pred, labels=list(range(len(names))), average=None, zero_division=0
         )
         prec, rec, f1 = prec.tolist(), rec.tolist(), f1.tolist()
-        confusion = confusion_matrix(y, pred, labels=list(range(len(names)))).tolist()
-        report = classification_report(y, pred, labels=list(range(len(names))), target_names=names, zero_division=0)
+        confusion = confusion_matrix(y, pred, labels=list(range(len(names)))).tolist() if details else None
+        report = (classification_report(y, pred, labels=list(range(len(names))), target_names=names, zero_division=0)
+                  if details else "")
         accuracy = float(accuracy_score(y, pred)) if len(y) else math.nan
     scalars["auc_macro"] = _nanmean(aucs)
     scalars["accuracy"] = accuracy
@@ -121,6 +126,41 @@ def classification_metrics(
         scalars[f"recall/{name}"] = rc
         scalars[f"f1/{name}"] = fc
     return {"scalars": scalars, "confusion_matrix": confusion, "report": report, "num_samples": int(len(labels))}
+
+
+def bootstrap_intervals(
+    scalars_of: Callable[[np.ndarray], Mapping[str, float]],
+    num_samples: int,
+    keys: Sequence[str] = ("auc_macro", "accuracy", "f1_macro"),
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Percentile-bootstrap confidence intervals of metrics over the evaluated images.
+
+    ``scalars_of(rows)`` computes the metrics on the samples ``rows`` (e.g.
+    ``lambda rows: metric.report(rows)["scalars"]``); each of ``resamples`` draws takes
+    ``num_samples`` rows with replacement, and the interval of a key is the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of its values over the draws (draws
+    where it is undefined, e.g. an AUC without positives, are left out). The images are the
+    resampled unit, so the interval says how much the number would move on another test set
+    of the same size from the same source; it says nothing of a shifted one.
+    """
+    if num_samples < 2 or resamples < 1:
+        raise ValueError(f"a bootstrap needs >= 2 samples and >= 1 resample, got {num_samples} and {resamples}")
+    generator = np.random.default_rng(seed)
+    values: dict[str, list[float]] = {key: [] for key in keys}
+    for _ in range(resamples):
+        scalars = scalars_of(generator.integers(0, num_samples, num_samples))
+        for key in keys:
+            values[key].append(float(scalars[key]))
+    tail = (1.0 - level) / 2.0
+    intervals = {}
+    for key, draws in values.items():
+        finite = np.asarray([v for v in draws if not math.isnan(v)])
+        intervals[key] = ((float(np.quantile(finite, tail)), float(np.quantile(finite, 1.0 - tail)))
+                          if len(finite) else (math.nan, math.nan))
+    return intervals
 
 
 def _from_output(output: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -157,6 +197,7 @@ class ClassificationMetrics(Metric):
         self._logits: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
         self._masks: list[torch.Tensor] = []
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @reinit__is_reduced
     def update(self, output: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]) -> None:
@@ -166,16 +207,23 @@ class ClassificationMetrics(Metric):
         self._logits.append(logits.detach().float().cpu())
         self._labels.append(labels.detach().float().cpu())
         self._masks.append(torch.ones_like(self._labels[-1]) if mask is None else mask.detach().float().cpu())
+        self._arrays = None
 
-    def _gathered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        tensors = [torch.cat(items) for items in (self._logits, self._labels, self._masks)]
-        if idist.get_world_size() > 1:  # every rank reports the metrics of the whole evaluation set
-            tensors = [idist.all_gather(t) for t in tensors]
-        return tuple(t.numpy() for t in tensors)  # type: ignore[return-value]
+    def _gathered(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits, labels and masks of the whole evaluation (gathered once), or of ``rows`` of it."""
+        if self._arrays is None:
+            tensors = [torch.cat(items) for items in (self._logits, self._labels, self._masks)]
+            if idist.get_world_size() > 1:  # every rank reports the metrics of the whole evaluation set
+                tensors = [idist.all_gather(t) for t in tensors]
+            self._arrays = tuple(t.numpy() for t in tensors)  # type: ignore[assignment]
+        return self._arrays if rows is None else tuple(a[rows] for a in self._arrays)  # type: ignore[return-value]
 
-    def report(self) -> dict[str, Any]:
-        logits, labels, mask = self._gathered()
-        return classification_metrics(labels, probabilities(logits, self.task), mask, self.task, self.class_names, self.threshold)
+    def report(self, rows: np.ndarray | None = None, details: bool = True) -> dict[str, Any]:
+        """The metrics of the evaluation, or of the samples ``rows`` (indices, repeats allowed: a bootstrap
+        draw); ``details=False``: scalars only (see :func:`classification_metrics`)."""
+        logits, labels, mask = self._gathered(rows)
+        return classification_metrics(labels, probabilities(logits, self.task), mask, self.task, self.class_names,
+                                      self.threshold, details)
 
     def compute(self) -> float:
         return self.report()["scalars"][self.key]
@@ -185,6 +233,7 @@ class ClassificationMetrics(Metric):
         engine.state.metrics.update(report["scalars"])
         engine.state.metrics[name] = report["scalars"][self.key]
         engine.state.classification_report = report
+        engine.state.classification_metric = self  # for handlers that recompute on resampled rows (bootstrap CIs)
 
 
 class MultiTaskMetrics(ClassificationMetrics):
@@ -216,15 +265,15 @@ class MultiTaskMetrics(ClassificationMetrics):
         super().__init__(task=layout.task, class_names=layout.class_names, key=key, threshold=threshold,
                          output_transform=output_transform, device=device)
 
-    def report(self) -> dict[str, Any]:
-        logits, labels, mask = (torch.as_tensor(a) for a in self._gathered())
+    def report(self, rows: np.ndarray | None = None, details: bool = True) -> dict[str, Any]:
+        logits, labels, mask = (torch.as_tensor(a) for a in self._gathered(rows))
         y_f, m_f, y_g, m_g = self.layout.targets(labels, mask)
         findings, _ = self.layout.split(logits)
         heads = {
             "mlct": classification_metrics(y_f.numpy(), torch.sigmoid(findings).numpy(), m_f.numpy(), "multilabel",
-                                           self.layout.finding_names, self.threshold),
+                                           self.layout.finding_names, self.threshold, details),
             "mcct": classification_metrics(y_g.numpy(), self.layout.global_probabilities(logits).numpy(), m_g.numpy(),
-                                           "multiclass", ["Normal", "Abnormal"], self.threshold),
+                                           "multiclass", ["Normal", "Abnormal"], self.threshold, details),
         }
         scalars = {f"{head}/{name}": value for head, r in heads.items() for name, value in r["scalars"].items()}
         scalars["auc_macro"] = _nanmean([scalars["mlct/auc_macro"], scalars["mcct/auc_macro"]])

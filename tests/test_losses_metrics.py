@@ -70,3 +70,28 @@ def test_multiclass_metrics_and_nan_auc_for_absent_class():
     assert s["auc_macro"] == pytest.approx(np.mean([s["auc/N"], s["auc/P"]]))
     assert result["confusion_matrix"] == [[2, 0, 0], [1, 1, 0], [0, 0, 0]]
     assert "precision" in result["report"]
+
+
+def test_bootstrap_interval_of_accuracy_matches_the_binomial_and_contains_the_auc():
+    from bundle.metrics import bootstrap_intervals
+
+    generator = np.random.default_rng(0)
+    n = 400
+    labels = np.eye(2)[generator.integers(0, 2, n)]
+    correct = generator.random(n) < 0.8  # 80% right
+    predicted = np.where(correct, labels.argmax(1), 1 - labels.argmax(1))
+    probs = np.eye(2)[predicted] * 0.6 + 0.2
+    probs[:, 1] += generator.normal(0, 0.05, n)
+    scalars_of = lambda rows: classification_metrics(labels[rows], probs[rows], None, "multiclass", ["a", "b"])["scalars"]
+    intervals = bootstrap_intervals(scalars_of, n, ("accuracy", "auc_macro"), resamples=400, seed=1)
+    full = scalars_of(np.arange(n))
+    low, high = intervals["accuracy"]
+    # the normal approximation of a binomial proportion: +-1.96 sqrt(p (1 - p) / n) = +-0.039 at p = 0.8
+    half = 1.96 * math.sqrt(full["accuracy"] * (1 - full["accuracy"]) / n)
+    assert low < full["accuracy"] < high
+    assert abs((high - low) / 2 - half) < 0.25 * half
+    assert intervals["auc_macro"][0] < full["auc_macro"] < intervals["auc_macro"][1]
+    assert bootstrap_intervals(scalars_of, n, ("accuracy",), resamples=50, seed=3) == \
+        bootstrap_intervals(scalars_of, n, ("accuracy",), resamples=50, seed=3)  # seeded: reproducible
+    with pytest.raises(ValueError, match="resample"):
+        bootstrap_intervals(scalars_of, n, resamples=0)

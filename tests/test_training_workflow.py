@@ -72,4 +72,8 @@ def test_evaluate_config_reports_the_test_split(tmp_path):
     test_size = len(workflow.parser.get_parsed_content("data#splits").test)
     assert metrics["split"] == "test" and metrics["num_samples"] == test_size
     assert sum(map(sum, metrics["confusion_matrix"])) == test_size
-    assert "Normal" in (tmp_path / "eval" / "report.txt").read_text()
+    report = (tmp_path / "eval" / "report.txt").read_text()
+    assert "Normal" in report and "95% bootstrap confidence intervals" in report
+    for key in ("auc_macro", "accuracy", "f1_macro"):  # the test metric inside its bootstrap interval
+        if metrics[key] is not None:
+            assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"], key

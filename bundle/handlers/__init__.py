@@ -2,6 +2,7 @@
 
 from .attention import AttentionMapWriter
 from .checkpoint import ModelSaver, ResumeCheckpoint, save_atomic
+from .intervals import ConfidenceIntervals
 from .guards import NonFiniteLossError, NonFiniteLossGuard
 from .loss_terms import LossTermsLogger
 from .metrics_writer import MetricsJSONWriter
@@ -14,6 +15,7 @@ from .tracking import TrackingSetup, tracking_run_name
 
 __all__ = [
     "AttentionMapWriter",
+    "ConfidenceIntervals",
     "LossTermsLogger",
     "MetricsJSONWriter",
     "ModelSaver",
