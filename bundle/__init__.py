@@ -1,6 +1,6 @@
 """cxr-distill: train, explain and deploy small, fast chest X-ray classifiers by knowledge distillation."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 from . import data, distill, engines, handlers, inference, localization, losses, metrics, networks  # noqa: E402
 
