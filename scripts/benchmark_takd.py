@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sampling", default="oversample", choices=("none", "oversample", "undersample"),
                         help="class balancing of every stage's training loader (the paper over/under-samples)")
+    parser.add_argument("--init", nargs="*", default=[], metavar="STAGE=PATH",
+                        help="start a stage's network from weights (its init_checkpoint), e.g. teacher=teacher.pt "
+                             "assistant=densenet121.pt: pretrained teachers, as in the paper")
     parser.add_argument("--set", nargs="*", default=[], metavar="ID=JSON",
                         help="further config overrides for every stage, e.g. temperature=10")
     parser.add_argument("--models", nargs="*", default=[m[0] for m in MODELS])
@@ -160,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"teacher": {"image_size": teacher_size}, "assistant": {"image_size": teacher_size},
              "student": {"image_size": args.image_size, "teacher_image_size": teacher_size}}
     extra = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
+    init = dict(item.split("=", 1) for item in args.init)
+    unknown = set(init) - set(epochs)
+    if unknown:
+        parser.error(f"--init: unknown stages {sorted(unknown)}; stages: {sorted(epochs)}")
     runs: dict[str, list[dict[str, Any]]] = {}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         seed_dir = Path(args.work_dir) / f"seed{seed}"
@@ -173,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             if source is not None:
                 overrides[source[0]] = str(seed_dir / source[1] / "model.pt")
+            if stage in init:
+                overrides["init_checkpoint"] = init[stage]
             print(f"[seed {seed}] {name} ...", flush=True)
             result = train_and_test(stage, seed_dir / name.replace(" ", "_"), overrides)
             runs.setdefault(name, []).append({"seed": seed, **result})

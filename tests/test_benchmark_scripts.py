@@ -5,6 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import torch
+
+import bundle.networks
+from bundle.networks import EfficientNetEnsemble
+
 from conftest import REPO_ROOT
 
 
@@ -15,9 +20,16 @@ def _load(script: str):
     return module
 
 
-def test_benchmark_takd_writes_table_1_and_per_class_table_2(tmp_path, capsys):
+def test_benchmark_takd_writes_table_1_and_per_class_table_2(tmp_path, capsys, monkeypatch):
     out = tmp_path / "takd.json"
+    pretrained = tmp_path / "pretrained_teacher.pt"  # another class count: the heads stay as initialised
+    torch.save(EfficientNetEnsemble(["efficientnet-b0"], out_channels=3).state_dict(), pretrained)
+    reports = []  # what each stage's initialize loaded (config: $bundle.networks.load_initial_weights(...))
+    load = bundle.networks.load_initial_weights
+    monkeypatch.setattr(bundle.networks, "load_initial_weights",
+                        lambda network, checkpoint: reports.append(load(network, checkpoint)))
     code = _load("benchmark_takd").main([
+        "--init", f"teacher={pretrained}",
         "--dataset", "synthetic_binary", "--seeds", "1", "--image_size", "32", "--batch_size", "8",
         "--teacher_image_size", "48", "--teacher_epochs", "1", "--assistant_epochs", "1", "--student_epochs", "1",
         "--work_dir", str(tmp_path / "work"), "--out", str(out),
@@ -35,6 +47,10 @@ def test_benchmark_takd_writes_table_1_and_per_class_table_2(tmp_path, capsys):
     assert 0.0 <= student["val_accuracy"] <= 1.0 and "val_auc_macro" in student
     # the student distilled from the 48 px teacher's own view: a 32 px view would have been refused
     assert "soft" in (tmp_path / "work" / "seed0" / "student_from_teacher" / "log.txt").read_text()
+    # --init: the teacher started from the file (all but its 3-class head: 2 tensors kept as initialised)
+    loaded = [r for r in reports if r is not None]
+    assert len(reports) == 2 and len(loaded) == 1  # teacher and student ran initialize; only the teacher had --init
+    assert sorted(loaded[0].skipped) == ["members.0._fc.bias", "members.0._fc.weight"] and len(loaded[0].loaded) > 100
     assert len(student["per_class"]) == 2
     assert set(next(iter(student["per_class"].values()))) == {"precision", "recall", "f1"}
     printed = capsys.readouterr().out
