@@ -45,8 +45,8 @@ class ConfidenceIntervals:
             raise RuntimeError("ConfidenceIntervals needs bundle.metrics.ClassificationMetrics (or MultiTaskMetrics) "
                                "as the evaluator's key metric")
         report = engine.state.classification_report
-        intervals = bootstrap_intervals(lambda rows: metric.report(rows, details=False)["scalars"], report["num_samples"], self.keys,
-                                        self.resamples, self.level, self.seed)
+        intervals = bootstrap_intervals(lambda rows: metric.report(rows, details=False)["scalars"],
+                                        report["num_samples"], self.keys, self.resamples, self.level, self.seed)
         percent = f"{100 * self.level:g}%"
         lines = [f"\n{percent} bootstrap confidence intervals ({self.resamples} resamples of the "
                  f"{report['num_samples']} images):"]

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
+from monai.networks.utils import copy_model_state
 from torch import nn
 
 from ..distributed import unwrap
@@ -61,36 +62,28 @@ class InitReport:
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state dict from ``path``: a plain one, a bundle ``model.pt``, or ``{"model"|"state_dict": ...}``.
+    """A state dict from ``path``: a plain one, a bundle ``model.pt``, or one nested under ``model``,
+    ``network`` or ``state_dict`` (:func:`bundle.export.read_state_dict`); a DDP ``module.`` prefix is dropped.
 
     Raises:
         FileNotFoundError: the file does not exist (named).
         ValueError: the file holds no tensors by name (named).
     """
+    from ..export import ExportError, read_state_dict  # export imports the networks: import on use
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"init_checkpoint not found: {str(path)!r}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path}: not a PyTorch weights file ({type(error).__name__}: {error})") from None
-    for key in ("model", "state_dict"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-    if not isinstance(state, Mapping) or not any(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: holds no state dict (tensors by name)")
-    # DDP-saved weights carry a 'module.' prefix the plain network does not have
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        state = read_state_dict(path)
+    except ExportError as error:
+        raise ValueError(f"init_checkpoint {path}: {error}") from None
+    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _fit(name: str, value: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor | None, bool]:
-    """``(tensor to copy or None, whether it was adapted)`` for one parameter or buffer."""
-    if value.shape == target.shape:
-        return value, False
-    rgb_to_gray = (value.dim() == 4 and target.dim() == 4 and value.shape[1] == 3 and target.shape[1] == 1
-                   and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:])
-    if rgb_to_gray:
-        return value.sum(dim=1, keepdim=True), True
-    return None, False
+def _is_rgb_of(value: torch.Tensor, target: torch.Tensor | None) -> bool:
+    """An RGB convolution kernel where the network has the same kernel for one input channel."""
+    return (target is not None and value.dim() == 4 and target.dim() == 4 and value.shape[1] == 3
+            and target.shape[1] == 1 and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:])
 
 
 @torch.no_grad()
@@ -100,6 +93,8 @@ def load_initial_weights(network: nn.Module, checkpoint: str | os.PathLike | Map
 
     ``checkpoint`` is a path, or ``{module prefix: path}`` to fill parts of the network, e.g.
     ``{"members.0": "b6.pth", "members.1": "b7.pth"}`` for the teacher ensemble's members.
+    RGB stems are summed to one channel here; the copy by name and shape is MONAI's
+    :func:`monai.networks.utils.copy_model_state`.
 
     Raises:
         FileNotFoundError, ValueError: a missing or unreadable file, an unknown prefix, or a
@@ -112,23 +107,19 @@ def load_initial_weights(network: nn.Module, checkpoint: str | os.PathLike | Map
     own = network.state_dict()
     report = InitReport()
     for prefix, path in sources.items():
-        prefix = prefix.rstrip(".")
-        if prefix and not any(k.startswith(prefix + ".") for k in own):
-            raise ValueError(f"init_checkpoint: the network has no module {prefix!r} (for {path})")
-        fitted_before = len(report.loaded) + len(report.adapted)
-        for key, value in read_weights(path).items():
-            name = f"{prefix}.{key}" if prefix else key
-            if name not in own:
-                report.unused.append(name)
-                continue
-            fitted, adapted = _fit(name, value, own[name])
-            if fitted is None:
-                report.skipped.append(name)
-                continue
-            own[name].copy_(fitted.to(own[name].dtype))
-            (report.adapted if adapted else report.loaded).append(name)
-        if len(report.loaded) + len(report.adapted) == fitted_before:
-            raise ValueError(f"init_checkpoint {path}: no tensor fits the network{f' under {prefix!r}' if prefix else ''}"
-                             f" (another architecture?); its first names: {list(read_weights(path))[:3]}")
+        prefix = prefix.rstrip(".") + "." if prefix.rstrip(".") else ""
+        if prefix and not any(k.startswith(prefix) for k in own):
+            raise ValueError(f"init_checkpoint: the network has no module {prefix[:-1]!r} (for {path})")
+        source = read_weights(path)
+        adapted = {key for key, value in source.items() if _is_rgb_of(value, own.get(prefix + key))}
+        source = {key: value.sum(dim=1, keepdim=True) if key in adapted else value for key, value in source.items()}
+        _, updated, _ = copy_model_state(network, source, dst_prefix=prefix, inplace=True)
+        if not updated:
+            raise ValueError(f"init_checkpoint {path}: no tensor fits the network{f' under {prefix[:-1]!r}' if prefix else ''}"
+                             f" (another architecture?); its first names: {list(source)[:3]}")
+        report.adapted += [prefix + key for key in source if key in adapted]
+        report.loaded += [name for name in updated if name[len(prefix):] not in adapted]
+        report.skipped += [prefix + key for key in source if prefix + key in own and prefix + key not in updated]
+        report.unused += [prefix + key for key in source if prefix + key not in own]
     logger.info("init_checkpoint: %s", report.summary())
     return report
