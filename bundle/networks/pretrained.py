@@ -115,8 +115,9 @@ def load_initial_weights(network: nn.Module, checkpoint: str | os.PathLike | Map
         source = {key: value.sum(dim=1, keepdim=True) if key in adapted else value for key, value in source.items()}
         _, updated, _ = copy_model_state(network, source, dst_prefix=prefix, inplace=True)
         if not updated:
-            raise ValueError(f"init_checkpoint {path}: no tensor fits the network{f' under {prefix[:-1]!r}' if prefix else ''}"
-                             f" (another architecture?); its first names: {list(source)[:3]}")
+            where = f" under {prefix[:-1]!r}" if prefix else ""
+            raise ValueError(f"init_checkpoint {path}: no tensor fits the network{where} (another architecture?); "
+                             f"its first names: {list(source)[:3]}")
         report.adapted += [prefix + key for key in source if key in adapted]
         report.loaded += [name for name in updated if name[len(prefix):] not in adapted]
         report.skipped += [prefix + key for key in source if prefix + key in own and prefix + key not in updated]
