@@ -49,14 +49,14 @@ from typing import Any
 
 import torch
 
+from .checkpoints import CheckpointError, check_state_dict, read_state_dict
+
 __all__ = [
     "ExportError",
     "ExportResult",
     "DEFAULT_NAME",
     "ONNX_CONVERTER_KWARGS",
     "file_sha256",
-    "read_state_dict",
-    "check_state_dict",
     "build_network",
     "export_torchscript",
     "export_onnx",
@@ -147,73 +147,6 @@ class ExportResult:
 
 # ----------------------------------------------------------------------------------------------
 # checkpoint and network
-
-
-def _is_state_dict(value: Any) -> bool:
-    return isinstance(value, Mapping) and bool(value) and all(torch.is_tensor(v) for v in value.values())
-
-
-def read_state_dict(ckpt: str | os.PathLike, key_in_ckpt: str | None = None) -> dict[str, torch.Tensor]:
-    """The network weights in ``ckpt``: a plain ``state_dict`` (``model.pt``) or one entry of a nested checkpoint.
-
-    Nested checkpoints (``checkpoints/last.pt`` keeps ``network``, ``optimizer`` ...) need ``key_in_ckpt``
-    unless exactly one of ``model`` / ``network`` / ``state_dict`` holds weights. Loaded with
-    ``weights_only=True``: a checkpoint is data, never code.
-    """
-    path = Path(ckpt)
-    if not path.is_file():
-        raise ExportError(f"checkpoint not found: {path} (train first, e.g. outputs/student/model.pt)")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated file, not a torch file, pickled code ...
-        raise ExportError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from error
-    if key_in_ckpt:
-        if not isinstance(content, Mapping) or key_in_ckpt not in content:
-            keys = sorted(content) if isinstance(content, Mapping) else type(content).__name__
-            raise ExportError(f"checkpoint {path} has no entry {key_in_ckpt!r} (it has: {keys})")
-        content = content[key_in_ckpt]
-    elif isinstance(content, Mapping) and not _is_state_dict(content):
-        nested = [k for k in ("model", "network", "state_dict") if _is_state_dict(content.get(k))]
-        if len(nested) != 1:
-            raise ExportError(f"checkpoint {path} is not a plain state_dict; it holds {sorted(content)}: "
-                              "name the entry with the network weights with --key_in_ckpt")
-        content = content[nested[0]]
-    if not _is_state_dict(content):
-        raise ExportError(f"checkpoint {path} holds no network weights (a {type(content).__name__})")
-    state = {str(k): v for k, v in content.items()}
-    if all(k.startswith("module.") for k in state):  # saved from DataParallel / DistributedDataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
-def check_state_dict(network: torch.nn.Module, state: Mapping[str, torch.Tensor], ckpt: str | os.PathLike,
-                     class_names: Sequence[str] | None = None) -> None:
-    """Raise :class:`ExportError` naming every missing, unexpected or differently shaped weight.
-
-    ``load_state_dict`` says the same in a long traceback; this says what it means: another network
-    (a teacher or assistant checkpoint for the student's ``network_def``), or another number of classes.
-    """
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)}, network {tuple(expected[k].shape)}"
-              for k in sorted(set(state) & set(expected)) if tuple(state[k].shape) != tuple(expected[k].shape)]
-    if not (missing or unexpected or shapes):
-        return
-    lines = [f"checkpoint {ckpt} does not fit network_def ({type(network).__name__}):"]
-    if missing:
-        lines.append(f"  {len(missing)} weights missing from the checkpoint, e.g. {missing[:3]}")
-    if unexpected:
-        lines.append(f"  {len(unexpected)} weights the network does not have, e.g. {unexpected[:3]}")
-    lines += [f"  {s}" for s in shapes[:5]]
-    if missing or unexpected:
-        lines.append("  it was saved from another network: set network_def to the one it was trained with "
-                     "(--set 'network_def={...}')")
-    elif shapes and class_names is not None:
-        lines.append(f"  class_names has {len(class_names)} classes ({', '.join(class_names)}): if the model was "
-                     "trained on another data set, give its classes, e.g. --set 'class_names=[\"Normal\", "
-                     "\"Pneumonia\"]' task=multiclass")
-    raise ExportError("\n".join(lines))
 
 
 def build_network(config_file: str | os.PathLike, net_id: str = "network_def") -> torch.nn.Module:
@@ -593,7 +526,10 @@ def export_bundle(
         raise ExportError(f"{bundle_dir} exists: pass --overwrite to replace it")
 
     # the checkpoint, checked against the network it will be loaded into, before anything is written
-    state = read_state_dict(ckpt, key_in_ckpt)
+    try:
+        state = read_state_dict(ckpt, key_in_ckpt)
+    except CheckpointError as error:
+        raise ExportError(str(error)) from None
     parser = ConfigParser()
     parser.read_config(str(repo_root / "configs" / "inference.json"))
     for key, value in (overrides or {}).items():
@@ -601,7 +537,11 @@ def export_bundle(
     config = copy.deepcopy(parser.get())
     class_names = list(parser.get_parsed_content("class_names"))
     network = parser.get_parsed_content("network_def")
-    check_state_dict(network, state, ckpt, class_names)
+    try:
+        check_state_dict(network, state, ckpt, "network_def", class_names)
+    except CheckpointError as error:
+        raise ExportError(f"{error}\n  (set network_def, class_names and task to the model's: --set "
+                          f"'network_def={{...}}' 'class_names=[...]' task=multiclass)") from None
     network.load_state_dict(state, strict=True)
     network.eval()
 

@@ -341,12 +341,14 @@ def evaluate_saliency(
 def nih_box_records(bbox_csv: str | os.PathLike, image_root: str | os.PathLike) -> list[dict[str, Any]]:
     """NIH ``BBox_List_2017`` boxes of the images found (by file name, anywhere) under ``image_root``.
 
-    Returns ``[{"image": path, "boxes": [{"label", "box"}]}]`` (boxes on the 1024 px grid the
-    files have); an empty list when none of the images there has a box.
+    Returns ``[{"image": path, "boxes": [{"label", "box"}]}]`` with the boxes in each file's pixels
+    (NIH's 1024 px grid scaled to the file's size: :func:`bundle.data.readers.nih_boxes_to_image`);
+    an empty list when none of the images there has a box.
     """
-    from .data.readers import read_nih_boxes
+    from .data.readers import nih_boxes_to_image, read_nih_boxes
 
     boxes = read_nih_boxes(bbox_csv)
     root = Path(image_root)
     found = {path.name: path for path in root.rglob("*.png")} if root.is_dir() else {}
-    return [{"image": str(found[name]), "boxes": boxes[name]} for name in sorted(boxes) if name in found]
+    return [{"image": str(found[name]), "boxes": nih_boxes_to_image(boxes[name], found[name])}
+            for name in sorted(boxes) if name in found]

@@ -31,7 +31,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = ["bootstrap_intervals", "classification_metrics", "ClassificationMetrics", "MultiTaskMetrics", "probabilities"]
+from .keys import Keys
+
+__all__ = ["bootstrap_intervals", "classification_metrics", "expected_calibration_error", "ClassificationMetrics", "MultiTaskMetrics", "probabilities"]
 
 
 def probabilities(logits: torch.Tensor | np.ndarray, task: str) -> np.ndarray:
@@ -43,6 +45,21 @@ def probabilities(logits: torch.Tensor | np.ndarray, task: str) -> np.ndarray:
 def _auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     # AUC is undefined when a class has no positive or no negative example among the known labels
     return float(roc_auc_score(y_true, y_score)) if 0 < y_true.sum() < len(y_true) else math.nan
+
+
+def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of one binary outcome: ``sum_b (n_b / n) |mean(y)_b - mean(p)_b|``.
+
+    Probabilities are put in ``bins`` equal-width bins over [0, 1] (Naeini et al. 2015; Guo et al.
+    2017); a perfectly calibrated model has ECE 0. NaN without samples.
+    """
+    y_true, y_prob = np.asarray(y_true, dtype=np.float64), np.asarray(y_prob, dtype=np.float64)
+    if not len(y_true):
+        return math.nan
+    which = np.minimum((y_prob * bins).astype(int), bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    gaps = np.abs(np.bincount(which, y_true, bins) - np.bincount(which, y_prob, bins))  # |sum y - sum p| per bin
+    return float(gaps.sum() / counts.sum())
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -74,8 +91,10 @@ def classification_metrics(
     Returns:
         ``{"scalars": {...}, "confusion_matrix": ..., "report": str}`` where
         scalars holds ``auc_macro``, ``accuracy``, ``precision_macro``,
-        ``recall_macro``, ``f1_macro`` and ``auc/<class>``, ``f1/<class>``,
-        ``precision/<class>``, ``recall/<class>``. AUCs of classes without both
+        ``recall_macro``, ``f1_macro``, ``ece_macro`` and ``auc/<class>``, ``f1/<class>``,
+        ``precision/<class>``, ``recall/<class>``, ``ece/<class>`` (expected calibration error of
+        the class's probability, one-vs-rest for multi-class, 10 bins:
+        :func:`expected_calibration_error`). AUCs of classes without both
         positives and negatives are NaN and left out of the macro average.
     """
     labels = np.asarray(labels, dtype=np.float64)
@@ -84,13 +103,14 @@ def classification_metrics(
     names = list(class_names)
     scalars: dict[str, float] = {}
     if task == "multilabel":
-        aucs, accs, prec, rec, f1, support = [], [], [], [], [], []
+        aucs, accs, prec, rec, f1, support, eces = [], [], [], [], [], [], []
         confusion = {}
         for c, name in enumerate(names):
             known = mask[:, c] > 0
             y, p = labels[known, c].astype(int), probs[known, c]
             pred = (p >= threshold).astype(int)
             aucs.append(_auc(y, p))
+            eces.append(expected_calibration_error(y, p))
             accs.append(float(accuracy_score(y, pred)) if known.any() else math.nan)
             pc, rc, fc, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
             prec.append(float(pc)), rec.append(float(rc)), f1.append(float(fc)), support.append(int(y.sum()))
@@ -107,6 +127,7 @@ def classification_metrics(
         y, p = labels[known].argmax(axis=1), probs[known]
         pred = p.argmax(axis=1)
         aucs = [_auc((y == c).astype(int), p[:, c]) for c in range(len(names))]
+        eces = [expected_calibration_error((y == c).astype(int), p[:, c]) for c in range(len(names))]
         prec, rec, f1, _ = precision_recall_fscore_support(
             y, pred, labels=list(range(len(names))), average=None, zero_division=0
         )
@@ -120,11 +141,18 @@ def classification_metrics(
     scalars["precision_macro"] = _nanmean(prec)
     scalars["recall_macro"] = _nanmean(rec)
     scalars["f1_macro"] = _nanmean(f1)
-    for name, auc, pc, rc, fc in zip(names, aucs, prec, rec, f1):
+    scalars["ece_macro"] = _nanmean(eces)
+    if details:
+        width = max(len(n) for n in names)
+        report += "\nexpected calibration error (10 equal-width bins; 0 = calibrated)\n"
+        report += "".join(f"{n:>{width}}  {e:9.3f}\n" for n, e in zip(names, eces))
+        report += f"{'macro':>{width}}  {scalars['ece_macro']:9.3f}\n"
+    for name, auc, pc, rc, fc, ece in zip(names, aucs, prec, rec, f1, eces):
         scalars[f"auc/{name}"] = auc
         scalars[f"precision/{name}"] = pc
         scalars[f"recall/{name}"] = rc
         scalars[f"f1/{name}"] = fc
+        scalars[f"ece/{name}"] = ece
     return {"scalars": scalars, "confusion_matrix": confusion, "report": report, "num_samples": int(len(labels))}
 
 
@@ -164,7 +192,7 @@ def bootstrap_intervals(
 
 
 def _from_output(output: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    return output["pred"], output["label"], output.get("label_mask")
+    return output[Keys.PRED], output[Keys.LABEL], output.get(Keys.LABEL_MASK)
 
 
 class ClassificationMetrics(Metric):

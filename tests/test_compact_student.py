@@ -50,7 +50,7 @@ def test_densenet161_teacher_then_compact_student_multilabel(tmp_path):
     terms = student.parser.get_parsed_content("train#trainer").state.loss_term_means
     assert set(terms) == {"hard", "soft", "feature/stage2", "feature/stage3", "feature/stage4"}
     assert all(torch.isfinite(torch.tensor(v)) for v in terms.values())
-    assert type(student.parser.get_parsed_content("distiller").teacher).__name__ == "DenseNet161"
+    assert type(student.parser.get_parsed_content("distiller").teacher.network).__name__ == "DenseNet161"
     # the checkpoint holds the student alone
     state = torch.load(tmp_path / "compact" / "model.pt", weights_only=True)
     assert set(state) == set(student.parser.get_parsed_content("network").state_dict())

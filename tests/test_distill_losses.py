@@ -40,7 +40,7 @@ def test_soft_label_multiclass_is_t2_kl_batchmean():
     assert SoftLabelLoss("multiclass", 20.0)(torch.tensor(t), torch.tensor(t)).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_soft_label_multilabel_is_t2_bce_against_sigmoid_targets():
+def test_soft_label_multilabel_is_t2_bernoulli_kl_with_the_bce_gradient():
     s = [[1.0, -2.0], [0.5, 3.0]]
     t = [[2.0, 0.0], [-1.0, 4.0]]
     temp = 2.0
@@ -48,7 +48,10 @@ def test_soft_label_multilabel_is_t2_bce_against_sigmoid_targets():
     def bce(x: float, q: float) -> float:
         return -(q * math.log(_sigmoid(x)) + (1 - q) * math.log(1 - _sigmoid(x)))
 
-    terms = [[bce(si / temp, _sigmoid(ti / temp)) for si, ti in zip(sr, tr)] for sr, tr in zip(s, t)]
+    def kl(x: float, q: float) -> float:  # BCE against the soft label minus the soft label's entropy
+        return bce(x, q) - bce(math.log(q / (1 - q)), q)
+
+    terms = [[kl(si / temp, _sigmoid(ti / temp)) for si, ti in zip(sr, tr)] for sr, tr in zip(s, t)]
     mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
     # default: the mask is ignored, soft labels apply to every label
     loss = SoftLabelLoss("multilabel", temperature=temp)(torch.tensor(s), torch.tensor(t), mask)
@@ -57,6 +60,26 @@ def test_soft_label_multilabel_is_t2_bce_against_sigmoid_targets():
     masked = SoftLabelLoss("multilabel", temperature=temp, use_mask=True)(torch.tensor(s), torch.tensor(t), mask)
     known = terms[0][0] + terms[1][0] + terms[1][1]
     assert masked.item() == pytest.approx(temp**2 * known / 3, rel=1e-5)
+    # a student that equals its teacher is at 0 (the BCE alone logs T^2 times the teacher's entropy)
+    teacher = torch.randn(8, 14) * 4
+    assert SoftLabelLoss("multilabel", 20.0)(teacher, teacher).item() == pytest.approx(0.0, abs=1e-4)
+    # the gradient is the paper's BCE term's
+    student = torch.tensor(s, requires_grad=True)
+    SoftLabelLoss("multilabel", temperature=temp)(student, torch.tensor(t)).backward()
+    reference = torch.tensor(s, requires_grad=True)
+    q = torch.sigmoid(torch.tensor(t) / temp)
+    (torch.nn.functional.binary_cross_entropy_with_logits(reference / temp, q) * temp**2).backward()
+    torch.testing.assert_close(student.grad, reference.grad)
+
+
+def test_soft_label_teacher_mask_leaves_samples_without_a_teacher_answer_out():
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 3), torch.randn(4, 3)
+    for task in ("multilabel", "multiclass"):
+        loss = SoftLabelLoss(task, temperature=4.0)
+        only_two = loss(s, t, teacher_mask=torch.tensor([1.0, 0.0, 1.0, 0.0]))
+        assert only_two.item() == pytest.approx(loss(s[[0, 2]], t[[0, 2]]).item(), rel=1e-5)
+        assert loss(s, t, teacher_mask=torch.zeros(4)).item() == 0.0
 
 
 def test_soft_label_t2_keeps_gradient_scale_across_temperatures():

@@ -35,10 +35,10 @@ def test_chain_runs_and_logs_every_term(tmp_path, dataset):
     # the frozen teacher is exactly the checkpoint it was loaded from: training the assistant moved nothing
     distiller = assistant.parser.get_parsed_content("distiller")
     saved = torch.load(teacher_ckpt, weights_only=True)
-    for name, value in distiller.teacher.state_dict().items():
+    for name, value in distiller.teacher.network.state_dict().items():
         assert torch.equal(value.cpu(), saved[name]), name
-    assert not distiller.teacher.training
-    assert all(not p.requires_grad for p in distiller.teacher.parameters())
+    assert not distiller.teacher.network.training
+    assert all(not p.requires_grad for p in distiller.teacher.network.parameters())
 
     student = run_stage("student", tmp_path / "student", dataset=dataset,
                         assistant_ckpt=str(tmp_path / "assistant" / "model.pt"))
@@ -81,15 +81,15 @@ def test_teacher_sees_a_larger_view_of_the_same_augmented_image(tmp_path):
     network = student.parser.get_parsed_content("network")
     pairs = distiller.feature_pairs
     student_maps = probe_feature_shapes(network, [s for s, _ in pairs], (1, 32, 32))
-    teacher_maps = probe_feature_shapes(distiller.teacher, [t for _, t in pairs], (1, 64, 64))
+    teacher_maps = probe_feature_shapes(distiller.teacher.network, [t for _, t in pairs], (1, 64, 64))
     for s, t in pairs:  # the adapters bring the student's maps to the teacher's 64 px maps
         adapted = distiller.adapters[adapter_key(s, t)](torch.zeros(1, *student_maps[s]))
         assert tuple(adapted.shape[1:]) == teacher_maps[t], (s, t)
     with pytest.raises(ValueError, match="teacher_image"):  # the student's 32 px images are not the teacher's view
-        distiller(batch["image"], network(batch["image"]))
+        distiller.forward_train({"image": batch["image"], "label": batch["label"]}, network)
 
     cached = run_stage("student", tmp_path / "cached", teacher_ckpt=teacher_ckpt, teacher_image_size=64,
                        teacher_cache="memory")
-    cache = cached.parser.get_parsed_content("distiller").cache
+    cache = cached.parser.get_parsed_content("distiller").teacher
     _, maps = cache.lookup([0])
     assert {t: tuple(m.shape[1:]) for t, m in maps.items()} == {t: teacher_maps[t] for _, t in pairs}

@@ -16,7 +16,8 @@ import pytest
 import torch
 import yaml
 
-from bundle.export import ExportError, compare_exports, export_bundle, read_state_dict
+from bundle.checkpoints import CheckpointError, read_state_dict
+from bundle.export import ExportError, compare_exports, export_bundle
 from conftest import REPO_ROOT, require_shared
 from export_support import (CLASSES, DICOM, NAME, PNG, bundle_network, export_random_student, preprocess,
                             random_student_checkpoint, reference_probabilities)
@@ -252,10 +253,10 @@ def test_teacher_and_assistant_export_and_agree(stage, real_images, tmp_path):
 
 
 def test_missing_and_mismatched_checkpoints_are_named(tmp_path):
-    with pytest.raises(ExportError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
         read_state_dict(tmp_path / "nope.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ExportError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         read_state_dict(tmp_path / "junk.pt")
     two_classes = tmp_path / "two" / "model.pt"
     two_classes.parent.mkdir()
@@ -271,7 +272,7 @@ def test_missing_and_mismatched_checkpoints_are_named(tmp_path):
                tmp_path / "last.pt")
     assert read_state_dict(tmp_path / "last.pt").keys() == ThreeConvStudent(1, 5).state_dict().keys()
     torch.save({"model": {"w": torch.zeros(1)}, "network": {"w": torch.zeros(1)}}, tmp_path / "two_nets.pt")
-    with pytest.raises(ExportError, match="--key_in_ckpt"):
+    with pytest.raises(CheckpointError, match="--key_in_ckpt"):
         read_state_dict(tmp_path / "two_nets.pt")
     from monai.networks.nets import DenseNet121
 

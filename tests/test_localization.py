@@ -151,13 +151,17 @@ def test_map_agreement_of_identical_shifted_and_real_grad_cam_maps(tmp_path):
 
 def test_nih_box_records_pairs_boxes_with_the_images_found(tmp_path):
     (tmp_path / "images").mkdir()
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "images" / "00000003_000.png")
+    # a copy of NIH's 1024 px image downsampled to 512 px: the boxes (on the 1024 px grid) are halved
+    Image.fromarray(np.zeros((512, 512), np.uint8)).save(tmp_path / "images" / "00000003_000.png")
+    Image.fromarray(np.zeros((1024, 1024), np.uint8)).save(tmp_path / "images" / "00000004_000.png")
     csv = tmp_path / "BBox_List_2017.csv.gz"
     with gzip.open(csv, "wt") as stream:
         stream.write("Image Index,Finding Label,Bbox [x,y,w,h],,,\n00000003_000.png,Effusion,10,20,30,40\n"
-                     "00000099_000.png,Mass,1,2,3,4\n")
+                     "00000004_000.png,Effusion,10,20,30,40\n00000099_000.png,Mass,1,2,3,4\n")
     records = nih_box_records(csv, tmp_path)
-    assert len(records) == 1 and records[0]["boxes"] == [{"label": "Pleural Effusion", "box": [10.0, 20.0, 40.0, 60.0]}]
+    assert len(records) == 2
+    assert records[0]["boxes"] == [{"label": "Pleural Effusion", "box": [5.0, 10.0, 20.0, 30.0]}]
+    assert records[1]["boxes"] == [{"label": "Pleural Effusion", "box": [10.0, 20.0, 40.0, 60.0]}]
 
 
 def test_the_real_nih_samples_have_no_box():

@@ -6,8 +6,8 @@ import pytest
 import torch
 from monai.data import Dataset
 
-from bundle.distill import Distiller, TeacherOutputCache, freeze, with_sample_index
-from bundle.losses import FeatureWassersteinLoss, SoftLabelLoss
+from bundle.distill import FrozenTeacher, TAKDDistiller, TeacherOutputCache, freeze, with_sample_index
+from bundle.losses import FeatureWassersteinLoss, HardLabelLoss, SoftLabelLoss
 from bundle.networks import ThreeConvStudent
 from conftest import run_bundle
 
@@ -20,12 +20,14 @@ def _records(n: int = 10, size: int = 32) -> list[dict]:
             for i in range(n)]
 
 
-def _distiller(teacher, cache=None) -> tuple[Distiller, torch.nn.Module]:
+def _distiller(teacher, cache=None) -> tuple[torch.nn.Module, TAKDDistiller]:
     torch.manual_seed(1)  # same adapters and student in both distillers
     student = ThreeConvStudent(in_channels=1, out_channels=2, channels=(8, 8, 16))
-    return student, Distiller(student, teacher, soft_loss=SoftLabelLoss("multiclass", temperature=4.0),
-                     feature_loss=FeatureWassersteinLoss(), feature_pairs=PAIRS,
-                     weights={"soft": 1.0, "feature": 0.5}, input_shape=(1, 32, 32), cache=cache)
+    source = cache if cache is not None else FrozenTeacher(teacher, [t for _, t in PAIRS], (1, 32, 32))
+    return student, TAKDDistiller(student, HardLabelLoss("multiclass"), source,
+                                  soft_loss=SoftLabelLoss("multiclass", temperature=4.0),
+                                  feature_loss=FeatureWassersteinLoss(), feature_pairs=PAIRS,
+                                  weights={"soft": 1.0, "feature": 0.5}, input_shape=(1, 32, 32))
 
 
 @pytest.mark.parametrize("storage", ["memory", "disk"])
@@ -43,9 +45,12 @@ def test_cached_loss_equals_online_loss(tmp_path, storage):
     terms = {}
     for name, use_cache in (("online", None), ("cached", cache)):
         student, distiller = _distiller(teacher, use_cache)
-        terms[name] = distiller(images, student(images), index)
-        assert distiller.student_hooks.features == {} and distiller.teacher_hooks.features == {}
-    assert set(terms["online"]) == set(terms["cached"]) == {"soft", "feature/conv1", "feature/conv2", "feature/conv3"}
+        batch = {"image": images, "label": torch.stack([records[i]["label"] for i in index]), "sample_index": index}
+        terms[name] = distiller.forward_train(batch, student)[1]
+        assert distiller.student_hooks.features == {}
+        assert use_cache is not None or distiller.teacher.hooks.features == {}
+    assert set(terms["online"]) == set(terms["cached"]) == {"hard", "soft", "feature/conv1", "feature/conv2",
+                                                            "feature/conv3"}
     for key, value in terms["online"].items():
         torch.testing.assert_close(terms["cached"][key], value, rtol=1e-5, atol=1e-6)
 
@@ -91,4 +96,4 @@ def test_student_stage_trains_from_a_disk_cache(tmp_path):
     caches = list((tmp_path / "student" / "teacher_cache").glob("*/manifest.json"))
     assert len(caches) == 1
     distiller = student.parser.get_parsed_content("distiller")
-    assert len(distiller.cache) == len(student.parser.get_parsed_content("data#splits").train)
+    assert len(distiller.teacher) == len(student.parser.get_parsed_content("data#splits").train)

@@ -52,11 +52,12 @@ def test_student_distils_from_the_frozen_teacher_and_logs_every_term(teacher, tm
     assert set(terms) == {"hard/mlct", "hard/mcct", "distill/mlct", "distill/mcct", "distill/attention"}
     assert all(np.isfinite(v) and v >= 0 for v in terms.values())
     distiller = student.parser.get_parsed_content("distiller")
-    assert distiller.teacher.image_size == 32 and distiller.student.image_size == 16
+    assert distiller.teacher.network.image_size == 32 and distiller.student.image_size == 16
     # the frozen teacher is exactly its checkpoint after the student's training
     saved = torch.load(ckpt, weights_only=True)
-    assert all(torch.equal(value.cpu(), saved[name]) for name, value in distiller.teacher.state_dict().items())
-    assert not distiller.teacher.training and not any(p.requires_grad for p in distiller.teacher.parameters())
+    teacher_network = distiller.teacher.network
+    assert all(torch.equal(value.cpu(), saved[name]) for name, value in teacher_network.state_dict().items())
+    assert not teacher_network.training and not any(p.requires_grad for p in teacher_network.parameters())
     # the student's checkpoint holds the student alone
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert set(state) == set(student.parser.get_parsed_content("network").state_dict())
@@ -83,7 +84,7 @@ def test_ablations_last_layer_and_one_head(teacher, tmp_path):
 def test_student_without_teacher_is_the_baseline(tmp_path):
     student = run_bundle("configs/vit_student.json", "training", tmp_path, **STUDENT)
     assert set(_terms(student)) == {"hard/mlct", "hard/mcct"}
-    assert student.parser.get_parsed_content("distiller") is None
+    assert type(student.parser.get_parsed_content("distiller")).__name__ == "NoTeacher"
     assert "teacher_image" not in student.parser.get_parsed_content("train#dataset")[0]
 
 

@@ -57,6 +57,8 @@ __all__ = [
     "read_medmnist",
     "read_nih",
     "read_nih_boxes",
+    "nih_boxes_to_image",
+    "image_file_size",
     "read_vindr",
 ]
 
@@ -68,6 +70,7 @@ CXR3_CLASSES: tuple[str, ...] = ("Normal", "Pneumonia", "COVID-19")
 #: "IM-0115-0001.jpeg" -> "IM-0115", "NORMAL2-IM-1427-0001.jpeg" -> "NORMAL2-IM-1427".
 KERMANY_PATIENT_PATTERN = r"^(?P<patient>person\d+|(?:NORMAL\d*-)?IM-\d+)(?=[_-])"
 _MAX_LISTED = 5  # how many examples an error message lists
+NIH_BOX_GRID = 1024  # BBox_List_2017.csv's coordinates are pixels of NIH's 1024 x 1024 release
 
 
 # ----------------------------------------------------------------------------------------- MedMNIST
@@ -275,8 +278,14 @@ def read_nih(
       with :func:`bundle.data.splits.split_from_official`. Names in a list but not in the csv
       are ignored (so a subset csv works); an image in both lists is an error.
     * ``bbox_csv`` (``BBox_List_2017.csv``, see :func:`read_nih_boxes`): records with boxes get
-      ``"boxes": [{"label": canonical, "box": [x_min, y_min, x_max, y_max]}]`` (1024-px grid);
-      boxes of images not in the csv are ignored.
+      ``"boxes": [{"label": canonical, "box": [x_min, y_min, x_max, y_max]}]`` in the pixels of the
+      image file: NIH's boxes lie on the 1024 px grid of its release, and users often hold
+      downsampled copies (``nih14_subset`` is at 512 px), so with ``check_files=True`` each boxed
+      image's size is read from its header and its boxes scaled to it (:func:`nih_boxes_to_image`);
+      with ``check_files=False`` they stay on the 1024 px grid. Boxes of images not in the csv are
+      ignored.
+    * RGBA or RGB files (a few in NIH's release) are read as grey by the loader
+      (:func:`bundle.data.io.load_cxr`).
     """
     path = _existing_file(data_entry_csv)
     df = _read_csv(path, ["Image Index", "Finding Labels", "Patient ID", "View Position"])
@@ -289,6 +298,10 @@ def read_nih(
     records = _make_records(images, label, np.ones_like(label), patient, view)
     if bbox_csv is not None:
         _attach_boxes(records, names, read_nih_boxes(bbox_csv))
+        if check_files:
+            for record in records:
+                if "boxes" in record:
+                    record["boxes"] = nih_boxes_to_image(record["boxes"], record["image"])
     splits = _nih_official_splits(path, names, records, train_val_list, test_list)
     return Datalist(records, list(NIH_FINDINGS), "multilabel", splits)
 
@@ -332,6 +345,33 @@ def read_nih_boxes(bbox_csv: PathLike) -> dict[str, list[dict[str, Any]]]:
     for name, finding, *box in zip(df["Image Index"].astype(str).str.strip(), labels, x, y, x + w, y + h):
         boxes.setdefault(name, []).append({"label": finding, "box": [float(v) for v in box]})
     return boxes
+
+
+def image_file_size(path: PathLike) -> tuple[int, int] | None:
+    """``(width, height)`` of an image file from its header (the pixels are not decoded); None if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def nih_boxes_to_image(boxes: Sequence[Mapping[str, Any]], image: PathLike, grid: int = NIH_BOX_GRID
+                       ) -> list[dict[str, Any]]:
+    """NIH boxes from the 1024 px grid of NIH's release to the pixels of the file at ``image``.
+
+    NIH's PNGs are 1024 x 1024, and so is the grid of ``BBox_List_2017.csv``; a copy resized to
+    ``W x H`` has its boxes at ``x * W / 1024, y * H / 1024``. The size is read from the file's
+    header; boxes are returned unchanged when it cannot be read.
+    """
+    size = image_file_size(image)
+    if size is None or size == (grid, grid):
+        return [dict(b) for b in boxes]
+    sx, sy = size[0] / grid, size[1] / grid
+    return [{**b, "box": [float(b["box"][0]) * sx, float(b["box"][1]) * sy,
+                          float(b["box"][2]) * sx, float(b["box"][3]) * sy]} for b in boxes]
 
 
 def _nih_official_splits(

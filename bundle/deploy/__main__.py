@@ -20,6 +20,7 @@ BAD_INPUT_EXIT_STATUS = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the app once; ``argv`` as ``sys.argv`` (its first item is the program name)."""
+    from bundle.checkpoints import CheckpointError
     from bundle.data.errors import CXRDataError
 
     try:
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = ChestXRayClassifierApp([argv[0]], app_context=app_context)
     try:
         app.run()
-    except (CXRDataError, FileNotFoundError) as error:
+    except (CXRDataError, CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT_EXIT_STATUS
     return 0

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bundle.checkpoints import load_weights
 from bundle.data.errors import CXRDataError
 from bundle.data.io import load_cxr, read_dicom_header
 from bundle.export import file_sha256
@@ -269,10 +270,7 @@ def load_bundle(model: str | os.PathLike, device: str | torch.device | None = No
 
     torch_device = torch.device(get("device"))
     network = get("network_def").to(torch_device)
-    state = torch.load(checkpoint, map_location=torch_device, weights_only=True)
-    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):  # CheckpointLoader's {"model": ...}
-        state = state["model"]
-    network.load_state_dict(state, strict=True)
+    load_weights(network, checkpoint, class_names=[str(c) for c in get("class_names")])
     network.eval()
     return BundleModel(
         bundle_root=root, checkpoint=checkpoint, network=network, preprocessing=get("preprocessing"),

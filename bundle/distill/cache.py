@@ -1,4 +1,4 @@
-"""Teacher-output cache: the frozen teacher's logits and hooked features, computed once.
+"""Teacher-output cache: a teacher's logits and hooked features, by sample, computed once or recorded.
 
 A frozen teacher is a fixed function of its input, so when the input is fixed too
 its outputs need computing only once. :class:`TeacherOutputCache` runs the teacher
@@ -29,6 +29,11 @@ three blocks at 32 px are 28,672 per image (115 kB in float32, 57 kB in float16)
 
 Config (stage configs): ``"teacher_cache": "memory"`` (or ``"disk"``, or null for the
 online teacher); ``"teacher_cache_dtype": "float16"`` halves the size.
+
+A recorded teacher is a cache that came from outside: :meth:`TeacherOutputCache.from_predictions`
+reads a predictions file (an image-id column and one probability or logit column per class;
+:mod:`bundle.distill.recorded`) into the same structure, logits only, with ``available`` marking
+the training samples the file has a row for.
 """
 
 from __future__ import annotations
@@ -49,11 +54,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..distributed import barrier, rank
+from ..keys import Keys
 from .features import FeatureHooks
+from .recorded import read_teacher_predictions
+from .teachers import TeacherOutput
 
-__all__ = ["TeacherOutputCache", "SAMPLE_INDEX", "with_sample_index"]
+__all__ = ["TeacherOutputCache", "with_sample_index"]
 
-SAMPLE_INDEX = "sample_index"
+SAMPLE_INDEX = Keys.SAMPLE_INDEX
 STORAGES = ("memory", "disk")
 logger = logging.getLogger(__name__)
 
@@ -79,19 +87,67 @@ def _fingerprint(teacher: nn.Module, module_names: Sequence[str], records: Itera
 
 
 class TeacherOutputCache:
-    """Logits ``(N, K)`` and feature maps ``{name: (N, C, H, W)}`` of a frozen teacher, by sample index.
+    """Logits ``(N, K)`` and feature maps ``{name: (N, C, H, W)}`` of a teacher, by sample index.
 
-    Build it with :meth:`compute`; read it with :meth:`lookup`.
+    Build it with :meth:`compute` (from a frozen network) or :meth:`from_predictions` (from a
+    recorded file); a distiller reads it with :meth:`outputs` (a teacher source, see
+    :mod:`bundle.distill.teachers`), tests and tools with :meth:`lookup`.
+
+    Args:
+        logits: one row per training sample.
+        features: maps per hooked module name, one per sample.
+        location: the folder of a disk cache.
+        available: ``(N,)`` booleans, False for samples the teacher has no answer for (a recorded
+            file without their rows, under ``missing="skip"``); None: every sample has one.
+        source: where the outputs came from, for messages.
     """
 
     def __init__(self, logits: torch.Tensor | np.ndarray, features: Mapping[str, torch.Tensor | np.ndarray],
-                 location: Path | None = None) -> None:
+                 location: Path | None = None, available: np.ndarray | None = None, source: str = "teacher cache") -> None:
         self.logits = logits
         self.features = dict(features)
         self.location = location
+        self.available = None if available is None or bool(np.all(available)) else torch.as_tensor(available, dtype=torch.bool)
+        self.source = source
 
     def __len__(self) -> int:
         return len(self.logits)
+
+    @property
+    def feature_names(self) -> frozenset[str]:
+        return frozenset(self.features)
+
+    def feature_shapes(self, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(int(v) for v in self.features[name].shape[1:]) for name in names}
+
+    def outputs(self, batch: Mapping[str, Any]) -> TeacherOutput:
+        """The cached outputs of a batch's samples, found by its ``sample_index``."""
+        index = batch.get(Keys.SAMPLE_INDEX)
+        if index is None:
+            raise ValueError(f"the {self.source} needs each batch's 'sample_index' "
+                             "(train#dataset data: bundle.distill.with_sample_index(...))")
+        device = batch[Keys.IMAGE].device
+        logits, features = self.lookup(index, device)
+        mask = None
+        if self.available is not None:
+            mask = self.available[torch.as_tensor(index, dtype=torch.long).reshape(-1).cpu()].to(device, torch.float32)
+        return TeacherOutput(logits, features, mask)
+
+    @classmethod
+    def from_predictions(cls, path: str | os.PathLike, records: Sequence[Mapping[str, Any]], class_names: Sequence[str],
+                         task: str, values: str = "auto", missing: str = "error",
+                         dataset_dir: str | os.PathLike | None = None) -> TeacherOutputCache:
+        """A recorded teacher: the logits of ``records`` (the training list) read from a predictions file.
+
+        See :func:`bundle.distill.recorded.read_teacher_predictions` for the file format, how rows
+        are matched to records and columns to classes, ``values`` and ``missing``.
+        """
+        logits, available = read_teacher_predictions(path, records, class_names, task, values=values,
+                                                     missing=missing, dataset_dir=dataset_dir)
+        cache = cls(logits, {}, available=available, source=f"recorded teacher {path}")
+        logger.info("recorded teacher %s: logits for %d of %d training images", path, int(available.sum()),
+                    len(available))
+        return cache
 
     @property
     def nbytes(self) -> int:

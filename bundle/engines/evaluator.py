@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from monai.engines import SupervisedEvaluator
 
-from .trainer import LABEL_MASK, batch_to_device, drop_unreadable, flatten_handlers
+from ..keys import Keys
+from .trainer import drop_unreadable, flatten_handlers
 
 __all__ = ["CXREvaluator"]
 
@@ -26,5 +28,7 @@ class CXREvaluator(SupervisedEvaluator):
         if batchdata is None:
             raise ValueError("every image of a validation batch was unreadable; see the warnings above")
         output = super()._iteration(engine, batchdata)
-        output[LABEL_MASK] = batch_to_device(batchdata, engine.state.device, engine.non_blocking)[2]
+        mask = batchdata.get(Keys.LABEL_MASK)
+        label = output[Keys.LABEL]
+        output[Keys.LABEL_MASK] = torch.ones_like(label, dtype=torch.float32) if mask is None else mask.to(label.device).float()
         return output

@@ -1,12 +1,16 @@
-"""The training engine: MONAI's SupervisedTrainer with label masks and named loss terms.
+"""The training engine: MONAI's SupervisedTrainer whose step is the distiller's.
 
-MONAI's ``SupervisedTrainer`` calls ``loss_function(pred, label)``. Chest X-ray
-labels come with a mask (unknown findings), and distillation losses are sums of
-named terms that users want to see one by one, so ``CXRTrainer`` overrides the
-iteration to call ``loss_function(pred, label, label_mask)`` and accepts either a
-tensor or a ``{name: tensor}`` dictionary from it (summed into ``loss``; every
-term is kept in ``engine.state.output["loss_terms"]`` for the handlers to log).
-Everything else (events, AMP, optimiser handling, handlers) is MONAI's.
+MONAI's ``SupervisedTrainer`` calls ``loss_function(pred, label)``. Here every stage has a
+distiller (:class:`bundle.distill.Distiller`: :class:`~bundle.distill.NoTeacher` when it trains on
+hard labels alone), and the step is::
+
+    logits, terms = distiller.forward_train(batch, student_forward)   # every term already weighted
+    loss = sum(terms.values())
+
+The trainer knows nothing of teachers: it moves the batch to the device, fills in a label mask
+of ones where the data has none, sums and logs the named terms (``engine.state.output["loss_terms"]``),
+steps the optimiser (with AMP when asked) and averages the distiller's extra gradients over
+processes (DDP only covers the student). Everything else (events, handlers) is MONAI's.
 
 Handler lists may nest and hold ``None`` (:func:`flatten_handlers`): a stage config
 lists the shared handlers of ``configs/common.json`` as one macro, keeps ``train#handlers``
@@ -22,21 +26,13 @@ from typing import Any
 import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
-from monai.utils.enums import CommonKeys as Keys
-
-from ..distill.cache import SAMPLE_INDEX  # position in the training list: the key of a teacher-output cache
 
 from ..distributed import average_gradients
+from ..keys import Keys
 
-__all__ = ["CXRTrainer", "LABEL_MASK", "LOSS_TERMS", "SAMPLE_INDEX", "TEACHER_IMAGE", "ERROR", "drop_unreadable",
-           "flatten_handlers"]
+__all__ = ["CXRTrainer", "batch_to_device", "drop_unreadable", "flatten_handlers"]
 
 logger = logging.getLogger(__name__)
-
-LABEL_MASK = "label_mask"
-ERROR = "error"  # set by LoadCXRd(on_error="record"): "" or why the image could not be read
-LOSS_TERMS = "loss_terms"
-TEACHER_IMAGE = "teacher_image"  # optional: the image as the teacher sees it (e.g. MLCAK's 224 px view of a 28 px input)
 
 
 def flatten_handlers(handlers: Any) -> list[Any]:
@@ -48,13 +44,15 @@ def flatten_handlers(handlers: Any) -> list[Any]:
     return [h for item in handlers for h in flatten_handlers(item)]
 
 
-def batch_to_device(batchdata: dict[str, Any], device: torch.device | str, non_blocking: bool = False) -> tuple:
-    """Image, label and label mask of a batch on the device (mask of ones when the data has none)."""
-    images = batchdata[Keys.IMAGE].to(device, non_blocking=non_blocking)
-    labels = batchdata[Keys.LABEL].to(device, non_blocking=non_blocking).float()
-    mask = batchdata.get(LABEL_MASK)
-    mask = torch.ones_like(labels) if mask is None else mask.to(device, non_blocking=non_blocking).float()
-    return images, labels, mask
+def batch_to_device(batchdata: dict[str, Any], device: torch.device | str, non_blocking: bool = False
+                    ) -> dict[str, Any]:
+    """The batch with its tensors on the device, labels as floats, and a label mask (ones when the data has none)."""
+    batch = {key: value.to(device, non_blocking=non_blocking) if isinstance(value, torch.Tensor) else value
+             for key, value in batchdata.items()}
+    batch[Keys.LABEL] = batch[Keys.LABEL].float()
+    mask = batch.get(Keys.LABEL_MASK)
+    batch[Keys.LABEL_MASK] = torch.ones_like(batch[Keys.LABEL]) if mask is None else mask.float()
+    return batch
 
 
 def drop_unreadable(batchdata: dict[str, Any], engine: Any = None) -> dict[str, Any] | None:
@@ -65,7 +63,7 @@ def drop_unreadable(batchdata: dict[str, Any], engine: Any = None) -> dict[str, 
     see (``check_data: quick`` does not decode) costs one sample, not the run. Each
     skipped file is logged and kept in ``engine.state.skipped_inputs``.
     """
-    errors = batchdata.get(ERROR)
+    errors = batchdata.get(Keys.ERROR)
     if not errors or not any(errors):
         return batchdata
     keep = [i for i, error in enumerate(errors) if not error]
@@ -90,84 +88,60 @@ def drop_unreadable(batchdata: dict[str, Any], engine: Any = None) -> dict[str, 
 
 
 class CXRTrainer(SupervisedTrainer):
-    """SupervisedTrainer whose loss sees the label mask, with optional distillation.
+    """SupervisedTrainer whose iteration is the distiller's step.
 
     Args:
-        distiller: a :class:`bundle.distill.Distiller` (frozen teacher, soft-label and
-            feature terms); None trains on hard labels alone.
-        others: as :class:`monai.engines.SupervisedTrainer`; ``loss_function`` is called
-            as ``loss_function(logits, labels, label_mask)``.
+        distiller: the stage's :class:`bundle.distill.Distiller` (``NoTeacher`` for hard labels
+            alone); it owns the hard-label loss, so ``loss_function`` is not given.
+        others: as :class:`monai.engines.SupervisedTrainer`.
     """
 
-    def __init__(self, *args: Any, distiller: torch.nn.Module | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, distiller: torch.nn.Module, **kwargs: Any) -> None:
         kwargs["train_handlers"] = flatten_handlers(kwargs.get("train_handlers"))
+        kwargs.setdefault("loss_function", distiller)  # MONAI's bookkeeping; the step calls forward_train
         super().__init__(*args, **kwargs)
         self.distiller = distiller
-
-    def _synchronise_distiller(self) -> None:
-        """Average the distiller's adapter gradients over processes (DDP only covers the student)."""
-        if self.distiller is not None:
-            average_gradients(p for p in self.distiller.parameters() if p.requires_grad)
-
-    def compute_loss_terms(
-        self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, images: torch.Tensor,
-        sample_index: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Named loss terms of one batch: ``hard``, then the distiller's (``soft``, ``feature/<layer>``).
-
-        ``images`` are what the teacher sees (the batch's ``teacher_image`` when it has one).
-        ``sample_index`` (positions in the training list) lets a distiller with a
-        teacher-output cache look the teacher's outputs up. A loss that returns several
-        hard-label terms names them ``hard/<name>``; the distiller's ``hard`` weight scales each.
-        """
-        result = self.loss_function(logits, labels, mask)
-        terms = dict(result) if isinstance(result, dict) else {"hard": result}
-        if self.distiller is not None:
-            weight = self.distiller.weights["hard"]
-            terms = {name: weight * term if name == "hard" or name.startswith("hard/") else term
-                     for name, term in terms.items()}
-            terms.update(self.distiller(images, logits, sample_index))
-        return terms
 
     def _iteration(self, engine: CXRTrainer, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         batchdata = drop_unreadable(batchdata, engine)
         if batchdata is None:  # every image of the batch was unreadable: nothing to learn from
-            engine.state.output = {Keys.LOSS: torch.zeros((), device=engine.state.device), LOSS_TERMS: {}}
+            engine.state.output = {Keys.LOSS: torch.zeros((), device=engine.state.device), Keys.LOSS_TERMS: {}}
             return engine.state.output
-        images, labels, mask = batch_to_device(batchdata, engine.state.device, engine.non_blocking)
-        teacher_images = batchdata.get(TEACHER_IMAGE)
-        teacher_images = images if teacher_images is None else teacher_images.to(engine.state.device,
-                                                                                  non_blocking=engine.non_blocking)
-        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: labels, LABEL_MASK: mask}
+        batch = batch_to_device(batchdata, engine.state.device, engine.non_blocking)
+        engine.state.output = {Keys.IMAGE: batch[Keys.IMAGE], Keys.LABEL: batch[Keys.LABEL],
+                               Keys.LABEL_MASK: batch[Keys.LABEL_MASK]}
+
+        def student_forward(images: torch.Tensor) -> torch.Tensor:
+            return engine.inferer(images, engine.network)
 
         def forward_and_loss() -> None:
-            logits = engine.inferer(images, engine.network)
+            logits, terms = engine.distiller.forward_train(batch, student_forward)
             engine.state.output[Keys.PRED] = logits
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            terms = engine.compute_loss_terms(logits, labels, mask, teacher_images, batchdata.get(SAMPLE_INDEX))
             engine.state.output[Keys.LOSS] = torch.stack([t.float() for t in terms.values()]).sum()
-            engine.state.output[LOSS_TERMS] = {name: float(t.detach()) for name, t in terms.items()}
+            engine.state.output[Keys.LOSS_TERMS] = {name: float(t.detach()) for name, t in terms.items()}
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
+        def step_done() -> None:
+            average_gradients(engine.distiller.extra_parameters())  # adapters are outside DDP
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+
         engine.network.train()
-        if engine.distiller is not None:
-            engine.distiller.train()  # adapters train; the teacher stays in eval mode
+        engine.distiller.train()  # adapters train; a teacher network is not a submodule and stays frozen
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         if engine.amp and engine.scaler is not None:
             with torch.autocast("cuda", **engine.amp_kwargs):
                 forward_and_loss()
             engine.scaler.scale(engine.state.output[Keys.LOSS]).backward()
-            engine._synchronise_distiller()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            step_done()
             engine.scaler.step(engine.optimizer)
             engine.scaler.update()
         else:
             forward_and_loss()
             engine.state.output[Keys.LOSS].backward()
-            engine._synchronise_distiller()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            step_done()
             engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -19,6 +19,8 @@ import math
 from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 
+from ..keys import Keys
+
 __all__ = ["NonFiniteLossError", "NonFiniteLossGuard"]
 
 
@@ -35,8 +37,8 @@ class NonFiniteLossGuard:
 
     def __call__(self, engine: Engine) -> None:
         output = engine.state.output or {}
-        terms = dict(output.get("loss_terms") or {})
-        loss = output.get("loss")
+        terms = dict(output.get(Keys.LOSS_TERMS) or {})
+        loss = output.get(Keys.LOSS)
         if loss is not None:
             terms.setdefault("loss", float(loss.detach()) if hasattr(loss, "detach") else float(loss))
         bad = {name: value for name, value in terms.items() if not math.isfinite(float(value))}

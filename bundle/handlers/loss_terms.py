@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ignite.engine import Engine, Events
 
-from ..engines.trainer import LOSS_TERMS
+from ..keys import Keys
 
 __all__ = ["LossTermsLogger"]
 
@@ -38,7 +38,7 @@ class LossTermsLogger:
         engine.state.loss_term_means = {}
 
     def _log(self, engine: Engine) -> None:
-        terms = engine.state.output.get(LOSS_TERMS, {}) if isinstance(engine.state.output, dict) else {}
+        terms = engine.state.output.get(Keys.LOSS_TERMS, {}) if isinstance(engine.state.output, dict) else {}
         self._count += 1
         for name, value in terms.items():
             self._sums[name] = self._sums.get(name, 0.0) + value

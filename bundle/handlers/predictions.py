@@ -92,7 +92,9 @@ class PredictionWriter:
         writer = csv.writer(buffer)
         writer.writerow(["image", "status", "predicted", *self.class_names, "error"])
         for row in self.rows:
-            probabilities = [f"{row['probabilities'][c]:.6f}" if row["probabilities"] else "" for c in self.class_names]
+            # 9 significant digits: the file is also a recorded teacher (bundle.distill.recorded), whose logits
+            # are log(p / (1 - p)); fixed decimals would round small probabilities to 0
+            probabilities = [f"{row['probabilities'][c]:.9g}" if row["probabilities"] else "" for c in self.class_names]
             writer.writerow([row["image"], row["status"], ";".join(row["predicted"]), *probabilities, row["error"]])
         write_text_atomic(self.csv_path, buffer.getvalue())
         write_json_atomic(self.output_dir / "predictions.json", self.rows)

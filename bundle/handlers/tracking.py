@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ignite.engine import Engine, Events
-from monai.utils.enums import CommonKeys as Keys
 
-from ..engines.trainer import LOSS_TERMS
+from ..keys import Keys
 
 __all__ = ["TrackingSetup", "flatten_params", "loss_and_terms", "tracking_run_name"]
 
@@ -64,7 +63,7 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 def loss_and_terms(output: Mapping[str, Any]) -> dict[str, float]:
     """``{"train_loss": total, "loss/<term>": value, ...}`` from this trainer's iteration output."""
     logged = {"train_loss": float(output[Keys.LOSS].detach())}
-    logged.update({f"loss/{name}": float(value) for name, value in output.get(LOSS_TERMS, {}).items()})
+    logged.update({f"loss/{name}": float(value) for name, value in output.get(Keys.LOSS_TERMS, {}).items()})
     return logged
 
 

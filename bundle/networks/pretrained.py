@@ -35,6 +35,7 @@ import torch
 from monai.networks.utils import copy_model_state
 from torch import nn
 
+from ..checkpoints import CheckpointError, read_state_dict
 from ..distributed import unwrap
 
 __all__ = ["InitReport", "load_initial_weights", "read_weights"]
@@ -63,21 +64,19 @@ class InitReport:
 
 def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from ``path``: a plain one, a bundle ``model.pt``, or one nested under ``model``,
-    ``network`` or ``state_dict`` (:func:`bundle.export.read_state_dict`); a DDP ``module.`` prefix is dropped.
+    ``network`` or ``state_dict`` (:func:`bundle.checkpoints.read_state_dict`); a DDP ``module.`` prefix is dropped.
 
     Raises:
         FileNotFoundError: the file does not exist (named).
         ValueError: the file holds no tensors by name (named).
     """
-    from ..export import ExportError, read_state_dict  # export imports the networks: import on use
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"init_checkpoint not found: {str(path)!r}")
     try:
         state = read_state_dict(path)
-    except ExportError as error:
+    except CheckpointError as error:
         raise ValueError(f"init_checkpoint {path}: {error}") from None
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return state
 
 
 def _is_rgb_of(value: torch.Tensor, target: torch.Tensor | None) -> bool:

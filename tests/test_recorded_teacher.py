@@ -1,0 +1,203 @@
+"""A recorded teacher: distilling from a predictions file instead of a network, and NIH's real folder."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from bundle.data import CXRDataError, load_splits
+from bundle.distill import TeacherOutputCache, read_teacher_predictions
+from conftest import REPO_ROOT, error_chain, require_shared, run_bundle
+
+NIH_SUBSET = "nih14_subset"
+CHEXNET = "nih14_subset/teacher_predictions/chexnet_densenet121.csv"
+TINY = {"dataset_options": {"num_images": 24, "source_size": 64}, "image_size": 32, "batch_size": 8,
+        "max_epochs": 1, "num_workers": 0, "device": "cpu"}
+
+
+def _records(names: list[str]) -> list[dict]:
+    return [{"image": f"/data/images/{name}", "label": [0.0, 1.0], "patient_id": name[:3]} for name in names]
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def test_columns_match_the_vocabulary_and_probabilities_become_logits(tmp_path):
+    file = tmp_path / "teacher.csv"
+    pd.DataFrame({"Image Index": ["a.png", "b.png", "c.png"], "prob_Effusion": [0.2, 0.9, 0.5],
+                  "prob_Pleural_Thickening": [0.01, 0.5, 0.3], "Patient Age": [50, 60, 70]}).to_csv(file, index=False)
+    records = _records(["b.png", "a.png"])  # the file also has an image the training list does not use
+    logits, available = read_teacher_predictions(file, records, ["Pleural Effusion", "Pleural Thickening"],
+                                                 "multilabel")
+    assert available.tolist() == [True, True]
+    np.testing.assert_allclose(logits, [[_logit(0.9), 0.0], [_logit(0.2), _logit(0.01)]], rtol=1e-5, atol=1e-6)
+    # logits are taken as they are; multi-class probabilities become log-probabilities
+    pd.DataFrame({"image": ["a.png"], "logit_Effusion": [3.5], "logit_Pleural Thickening": [-2.0]}).to_csv(
+        file, index=False)
+    logits, _ = read_teacher_predictions(file, records[1:], ["Pleural Effusion", "Pleural Thickening"], "multilabel")
+    np.testing.assert_allclose(logits, [[3.5, -2.0]])
+    pd.DataFrame({"id": ["a"], "Normal": [0.25], "Pneumonia": [0.75]}).to_csv(file, index=False)  # by stem
+    logits, _ = read_teacher_predictions(file, records[1:], ["No Finding", "Pneumonia"], "multiclass")
+    np.testing.assert_allclose(logits, [[math.log(0.25), math.log(0.75)]], rtol=1e-6)
+
+
+def test_every_misfit_is_named_before_training(tmp_path):
+    file = tmp_path / "teacher.csv"
+    classes = ["Pleural Effusion", "Cardiomegaly"]
+    pd.DataFrame({"Image Index": ["a.png"], "prob_Effusion": [0.2], "prob_Mass": [0.1]}).to_csv(file, index=False)
+    with pytest.raises(CXRDataError, match=r"do not match.*Mass.*Cardiomegaly") as info:
+        read_teacher_predictions(file, _records(["a.png"]), classes, "multilabel")
+    assert str(file) in str(info.value)
+    pd.DataFrame({"Image Index": ["a.png", "b.png"], "Effusion": [0.2, "n/a"], "Cardiomegaly": [0.1, 0.3]}).to_csv(
+        file, index=False)
+    with pytest.raises(CXRDataError, match=r"row 2 .*'n/a' is not a number"):
+        read_teacher_predictions(file, _records(["a.png"]), classes, "multilabel")
+    pd.DataFrame({"name": ["a.png"], "Effusion": [0.2], "Cardiomegaly": [0.1]}).to_csv(file, index=False)
+    with pytest.raises(CXRDataError, match="no image id column"):
+        read_teacher_predictions(file, _records(["a.png"]), classes, "multilabel")
+    pd.DataFrame({"image": ["a.png"], "prob_Effusion": [2.0], "prob_Cardiomegaly": [0.1]}).to_csv(file, index=False)
+    with pytest.raises(CXRDataError, match="stated as probabilities"):
+        read_teacher_predictions(file, _records(["a.png"]), classes, "multilabel")
+    pd.DataFrame({"image": ["a.png", "a.png"], "Effusion": [0.2, 0.3], "Cardiomegaly": [0.1, 0.1]}).to_csv(
+        file, index=False)
+    with pytest.raises(CXRDataError, match="two rows for training image"):
+        read_teacher_predictions(file, _records(["a.png"]), classes, "multilabel")
+
+
+def test_images_without_a_row_are_an_error_or_left_out_of_the_soft_term(tmp_path):
+    file = tmp_path / "teacher.csv"
+    pd.DataFrame({"image": ["a.png", "c.png"], "Effusion": [0.2, 0.6]}).to_csv(file, index=False)
+    records = _records(["a.png", "b.png", "c.png", "d.png"])
+    with pytest.raises(CXRDataError, match=r"no teacher prediction for 2 of 4 training images, e\.g\. "
+                                           r"/data/images/b\.png, /data/images/d\.png.*'skip'"):
+        read_teacher_predictions(file, records, ["Pleural Effusion"], "multilabel")
+    cache = TeacherOutputCache.from_predictions(file, records, ["Pleural Effusion"], "multilabel", missing="skip")
+    assert cache.feature_names == frozenset() and len(cache) == 4
+    out = cache.outputs({"image": torch.zeros(3, 1, 4, 4), "sample_index": torch.tensor([2, 1, 0])})
+    assert out.mask.tolist() == [1.0, 0.0, 1.0]
+    torch.testing.assert_close(out.logits[:, 0], torch.tensor([_logit(0.6), 0.0, _logit(0.2)]))
+
+
+def _first_batch(workflow: ConfigWorkflow, size: int = 8) -> dict:
+    dataset = workflow.parser.get_parsed_content("train#dataset")
+    return {key: torch.stack([torch.as_tensor(dataset[i][key]) for i in range(size)])
+            for key in ("image", "label", "label_mask", "sample_index")}
+
+
+def _parse(config: str, output_dir, **overrides) -> ConfigWorkflow:
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(REPO_ROOT)
+    try:
+        workflow = ConfigWorkflow(config_file=config, meta_file="configs/metadata.json", workflow_type="train",
+                                  output_dir=str(output_dir), **overrides)
+        workflow.initialize()
+        workflow.parser.get_parsed_content("distiller")
+    finally:
+        os.chdir(cwd)
+    return workflow
+
+
+def test_recorded_predictions_give_the_live_teachers_soft_loss(tmp_path):
+    """Record a live teacher with configs/inference.json, distil from the file: the same soft loss."""
+    run_bundle("configs/assistant.json", "training", tmp_path / "assistant", teacher_predictions=None,
+               teacher_stage=None, **TINY)  # a DenseNet121 trained on hard labels plays the teacher
+    ckpt = tmp_path / "assistant" / "model.pt"
+    live = _parse("configs/student.json", tmp_path / "live", assistant_ckpt=str(ckpt), augment=False,
+                  loss_weights={"hard": 1.0, "soft": 1.0, "feature": 0.0}, **TINY)
+    records = live.parser.get_parsed_content("data#splits").train
+    # record it: inference.json with the teacher's network, on the training images, as a user would
+    run_bundle("configs/inference.json", "run", tmp_path / "recorded",
+               dataset_dir=[r["image"] for r in records], ckpt_path=str(ckpt), image_size=32,
+               saliency_enabled=False, saliency_layer="features.denseblock4",
+               network_def={"_target_": "DenseNet121", "spatial_dims": 2, "in_channels": 1,
+                            "out_channels": "$len(@class_names)"})
+    predictions = tmp_path / "recorded" / "predictions.csv"
+    assert pd.read_csv(predictions)["status"].eq("ok").all()
+    recorded = _parse("configs/student.json", tmp_path / "from_file", teacher_predictions=str(predictions),
+                      augment=False, loss_weights={"hard": 1.0, "soft": 1.0, "feature": 0.0}, **TINY)
+    assert type(recorded.parser.get_parsed_content("distiller").teacher).__name__ == "TeacherOutputCache"
+
+    batch = _first_batch(live)
+    network = live.parser.get_parsed_content("network").eval()  # no dropout: one function for both
+    torch.testing.assert_close(batch["image"], _first_batch(recorded)["image"])
+    terms = {}
+    for name, workflow in (("live", live), ("recorded", recorded)):
+        distiller = workflow.parser.get_parsed_content("distiller")
+        terms[name] = distiller.forward_train(batch, network)[1]
+    assert set(terms["live"]) == set(terms["recorded"]) == {"hard", "soft"}
+    torch.testing.assert_close(terms["recorded"]["soft"], terms["live"]["soft"], rtol=1e-4, atol=1e-6)
+    assert terms["live"]["soft"].item() > 0
+
+
+def test_feature_terms_need_a_live_teacher(tmp_path):
+    file = tmp_path / "teacher.csv"
+    workflow = _parse("configs/student.json", tmp_path / "probe", **TINY)
+    records = workflow.parser.get_parsed_content("data#splits").train
+    classes = workflow.parser.get_parsed_content("data#class_names")
+    pd.DataFrame({"image": [r["image"] for r in records], **{c: 0.5 for c in classes}}).to_csv(file, index=False)
+    with pytest.raises(Exception) as info:
+        _parse("configs/student.json", tmp_path / "s", teacher_predictions=str(file), **TINY)
+    message = " ".join(str(e) for e in error_chain(info.value))
+    assert "feature" in message and "loss_weights#feature to 0" in message and "logits only" in message
+    student = run_bundle("configs/student.json", "training", tmp_path / "s2", teacher_predictions=str(file),
+                         loss_weights={"hard": 1.0, "soft": 1.0, "feature": 0.0}, temperature=4.0, **TINY)
+    terms = student.parser.get_parsed_content("train#trainer").state.loss_term_means
+    assert set(terms) == {"hard", "soft"}
+    # MLCAK from recorded logits: the logit term, not the attention term, which needs a live ViT
+    vit = {**TINY, "image_size": 16, "teacher_image_size": 16, "token_grid": 2, "vit_size": {"hidden_size": 16, "num_layers": 1,
+                                                                            "num_heads": 2, "mlp_dim": 32}}
+    with pytest.raises(Exception) as info:
+        _parse("configs/vit_student.json", tmp_path / "v", teacher_predictions=str(file), **vit)
+    assert "attention" in " ".join(str(e) for e in error_chain(info.value))
+    student = run_bundle("configs/vit_student.json", "training", tmp_path / "v2", teacher_predictions=str(file),
+                         loss_weights={"hard": 1.0, "mlct": 1.0, "mcct": 1.0, "attention": 0.0}, **vit)
+    assert set(student.parser.get_parsed_content("train#trainer").state.loss_term_means) == {
+        "hard/mlct", "hard/mcct", "distill/mlct"}
+
+
+def test_nih_reader_reads_the_real_subset_folder():
+    root = require_shared(NIH_SUBSET)
+    splits = load_splits("nih", root, seed=0)
+    assert splits.num_classes == 14 and splits.task == "multilabel"
+    records = splits.train + splits.validation + splits.test
+    assert len(records) == 471
+    patients = [{r["patient_id"] for r in split} for split in (splits.train, splits.validation, splits.test)]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+    boxed = [r for r in records if r.get("boxes")]
+    assert len(boxed) == 10
+    # the boxes are NIH's 1024 px grid scaled to the 512 px files
+    table = pd.read_csv(root / "BBox_List_2017.csv")
+    first = table.iloc[0]
+    record = next(r for r in boxed if r["image"].endswith(first["Image Index"]))
+    x, y, w, h = (float(v) for v in first.iloc[2:6])
+    box = next(b["box"] for b in record["boxes"] if b["label"] == "Atelectasis")
+    np.testing.assert_allclose(box, [x / 2, y / 2, (x + w) / 2, (y + h) / 2], rtol=1e-6)
+    assert all(0 <= v <= 512 for b in boxed for item in b["boxes"] for v in item["box"])
+    # RGBA files load as grey images of the file's size
+    from bundle.data import load_cxr
+    rgba = load_cxr(root / "images" / "00002578_000.png")
+    assert rgba.shape == (512, 512) and rgba.dtype == np.float32 and 0.0 <= rgba.min() < rgba.max() <= 1.0
+
+
+def test_the_real_chexnet_predictions_cover_the_nih_subset():
+    root = require_shared(NIH_SUBSET)
+    splits = load_splits("nih", root, seed=0)
+    cache = TeacherOutputCache.from_predictions(require_shared(CHEXNET), splits.train, splits.class_names,
+                                                splits.task)
+    assert cache.available is None and len(cache) == len(splits.train)
+    table = pd.read_csv(require_shared(CHEXNET)).set_index("Image Index")
+    name = splits.train[0]["image"].rsplit("/", 1)[-1]
+    column = splits.class_names.index("Pleural Effusion")
+    expected = _logit(float(table.loc[name, "prob_Effusion"]))
+    assert float(cache.logits[0, column]) == pytest.approx(expected, rel=1e-5)
+    summary = json.dumps(splits.summary())
+    assert "14 classes" in summary
