@@ -55,6 +55,11 @@ class DataSplits:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def all(self) -> list[dict[str, Any]]:
+        """Every record of the data set (external validation tests a model on all of another data set)."""
+        return self.train + self.validation + self.test
+
     def summary(self) -> str:
         return (
             f"{self.task} over {self.num_classes} classes {self.class_names}; "

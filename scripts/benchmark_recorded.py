@@ -1,0 +1,371 @@
+"""What distillation buys on real radiographs with a real teacher: the paper's Table 1 from a recorded teacher.
+
+A strong teacher that does not run here (CheXNet's DenseNet121, trained on ~78,000 NIH images)
+is given by its recorded predictions (``teacher_predictions``). For each seed, on one seeded
+patient-level split held for every row (``--split_seed``), with the bundle's own configs
+(``configs/<stage>.json`` + ``configs/evaluate.json``, best validation checkpoint):
+
+* teacher: the recorded predictions scored on the same test images (nothing is trained);
+* 3-conv student alone, and from the recorded teacher (soft labels at ``--temperature``);
+* compact student (MobileNetV3-Large 0.75) alone, and from the recorded teacher;
+* the TAKD chain with the real teacher on top: a DenseNet121 assistant learned from the recorded
+  teacher, then the 3-conv student from that (live) assistant with soft labels and the
+  Wasserstein feature term.
+
+Reported per model (mean and std over seeds): test macro AUC with its 95% bootstrap interval,
+per-class AUC, expected calibration error, parameters, training time; each distilled model's
+gain over its undistilled twin paired by seed; with ``--external_dataset`` / ``--external_dataset_dir``
+every model (and the teacher, where the predictions file has rows for those images) is tested on
+that data set too, all of it, in its own columns; ``--figure`` draws the macro AUCs with their
+intervals; Grad-CAM of every CNN is scored against the radiologists' boxes of the data set
+(pointing game, IoU; the assistant's maps are the live teacher's for map agreement)::
+
+    python scripts/benchmark_recorded.py --dataset_dir ../shared/data/nih14_subset \\
+        --teacher_predictions ../shared/data/nih14_subset/teacher_predictions/chexnet_densenet121.csv \\
+        --seeds 3 --out docs/results/recorded_nih.json --figure docs/results/recorded_nih.png
+
+The JSON is rewritten after every model, so an interrupted run keeps what it finished; ``--reuse``
+tests models already trained under ``--work_dir`` instead of training them again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_takd import REPO_ROOT, _cell, _mean_std, run_workflow  # noqa: E402
+
+# (name, stage config, teacher: None | "recorded" | "assistant", size group, network in bundle.networks.NETWORKS)
+MODELS: tuple[tuple[str, str, str | None, str, str], ...] = (
+    ("3-conv student alone", "student", None, "student", "student"),
+    ("3-conv student from recorded teacher", "student", "recorded", "student", "student"),
+    ("compact student alone", "compact_student", None, "compact", "compact_student"),
+    ("compact student from recorded teacher", "compact_student", "recorded", "compact", "compact_student"),
+    ("assistant from recorded teacher", "assistant", "recorded", "assistant", "assistant"),
+    ("3-conv student from assistant", "student", "assistant", "student", "student"),
+)
+TEACHER = "teacher (recorded predictions)"
+# each distilled model against its undistilled twin, paired by seed
+PAIRS = {"3-conv student from recorded teacher": "3-conv student alone",
+         "compact student from recorded teacher": "compact student alone",
+         "3-conv student from assistant": "3-conv student alone"}
+
+
+def _scores(metrics: dict[str, Any], class_names: list[str]) -> dict[str, Any]:
+    keys = ("auc_macro", "auc_macro_ci_low", "auc_macro_ci_high", "ece_macro", "accuracy", "f1_macro")
+    return {**{k: metrics.get(k) for k in keys}, "num_samples": metrics.get("num_samples"),
+            "per_class_auc": {c: metrics.get(f"auc/{c}") for c in class_names},
+            "per_class_ece": {c: metrics.get(f"ece/{c}") for c in class_names}}
+
+
+def _clean(value: Any) -> Any:
+    """NaN (an AUC of a class without positives) as None, so the JSON stays JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def evaluate(stage: str, settings: dict[str, Any], eval_dir: Path, bootstrap_keys: list[str],
+             resamples: int) -> tuple[dict[str, Any], Any]:
+    workflow = run_workflow([f"configs/{stage}.json", "configs/evaluate.json"], "evaluating",
+                            {**settings, "eval_dir": str(eval_dir), "bootstrap_keys": bootstrap_keys,
+                             "bootstrap_resamples": resamples})
+    return json.loads((eval_dir / "metrics.json").read_text()), workflow
+
+
+def score_teacher(predictions: str, records: list[dict[str, Any]], class_names: list[str], task: str,
+                  resamples: int, seed: int = 0) -> dict[str, Any] | None:
+    """The recorded teacher's metrics on ``records`` (the rows it has), with bootstrap intervals."""
+    import numpy as np
+
+    from bundle.distill import read_teacher_predictions
+    from bundle.metrics import bootstrap_intervals, classification_metrics, probabilities
+
+    logits, available = read_teacher_predictions(predictions, records, class_names, task, missing="skip")
+    if not available.any():
+        return None
+    labels = np.asarray([r["label"] for r in records], np.float32)[available]
+    masks = np.asarray([r.get("label_mask", [1.0] * len(class_names)) for r in records], np.float32)[available]
+    probs = probabilities(logits[available], task)
+    metrics = classification_metrics(labels, probs, masks, task, class_names)["scalars"]
+    intervals = bootstrap_intervals(
+        lambda rows: classification_metrics(labels[rows], probs[rows], masks[rows], task, class_names,
+                                            details=False)["scalars"],
+        len(labels), ["auc_macro"], resamples, 0.95, seed)
+    metrics["auc_macro_ci_low"], metrics["auc_macro_ci_high"] = intervals["auc_macro"]
+    metrics["num_samples"] = int(available.sum())
+    return _scores(metrics, class_names)
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]], class_names: list[str]) -> dict[str, dict[str, Any]]:
+    summary: dict[str, dict[str, Any]] = {}
+    for name, results in runs.items():
+        row: dict[str, Any] = {"seeds": len(results), "parameters": results[0].get("parameters")}
+        for where in ("test", "external"):
+            scored = [r[where] for r in results if r.get(where)]
+            if not scored:
+                continue
+            for key in ("auc_macro", "auc_macro_ci_low", "auc_macro_ci_high", "ece_macro", "accuracy", "f1_macro"):
+                row[f"{where}_{key}"], row[f"{where}_{key}_std"] = _mean_std([s[key] for s in scored])
+            row[f"{where}_per_class_auc"] = {c: dict(zip(("mean", "std"), _mean_std(
+                [s["per_class_auc"].get(c) for s in scored]))) for c in class_names}
+            row[f"{where}_images"] = scored[0]["num_samples"]
+        row["train_seconds"], row["train_seconds_std"] = _mean_std([r.get("train_seconds") for r in results])
+        if name in PAIRS and PAIRS[name] in runs:
+            base = {r["seed"]: r for r in runs[PAIRS[name]]}
+            for where in ("test", "external"):
+                gains = [r[where]["auc_macro"] - base[r["seed"]][where]["auc_macro"] for r in results
+                         if r.get(where) and r["seed"] in base and base[r["seed"]].get(where)]
+                if gains:
+                    row[f"{where}_gain"], row[f"{where}_gain_std"] = _mean_std(gains)
+                    row[f"{where}_gain_per_seed"] = gains
+        if any("localization" in r for r in results):
+            scored = [r["localization"] for r in results if r.get("localization")]
+            for key in ("pointing_game", "iou", "chance"):
+                row[f"boxes_{key}"], row[f"boxes_{key}_std"] = _mean_std([s[key] for s in scored])
+            row["boxes_pairs"] = scored[0]["images"]
+            agreement = [r["agreement_with_assistant"] for r in results if r.get("agreement_with_assistant")]
+            if agreement:
+                row["agreement_correlation"], row["agreement_correlation_std"] = _mean_std(
+                    [a["correlation"] for a in agreement])
+        summary[name] = row
+    return summary
+
+
+def table(summary: dict[str, dict[str, Any]], external: bool) -> str:
+    head = "| model | test macro AUC | 95% CI (mean of seeds) | gain over alone (paired) | ECE (macro) |"
+    rule = "| --- | --- | --- | --- | --- |"
+    if external:
+        head += " external macro AUC | external 95% CI | external gain |"
+        rule += " --- | --- | --- |"
+    lines = [head + " parameters | training time (s) |", rule + " --- | --- |"]
+    for name, r in summary.items():
+        cells = [name, _cell(r.get("test_auc_macro"), r.get("test_auc_macro_std")),
+                 f"[{r.get('test_auc_macro_ci_low', 0):.3f}, {r.get('test_auc_macro_ci_high', 0):.3f}]",
+                 _cell(r.get("test_gain"), r.get("test_gain_std")) if "test_gain" in r else "",
+                 _cell(r.get("test_ece_macro"), r.get("test_ece_macro_std"))]
+        if external:
+            has = "external_auc_macro" in r
+            cells += [_cell(r.get("external_auc_macro"), r.get("external_auc_macro_std")) if has else "n/a",
+                      f"[{r['external_auc_macro_ci_low']:.3f}, {r['external_auc_macro_ci_high']:.3f}]" if has else "",
+                      _cell(r.get("external_gain"), r.get("external_gain_std")) if "external_gain" in r else ""]
+        params = r.get("parameters")
+        cells += [f"{params:,}" if params else "-", f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_class_table(summary: dict[str, dict[str, Any]], class_names: list[str], where: str = "test") -> str:
+    names = list(summary)
+    lines = ["| finding | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for c in class_names:
+        cells = [_cell(summary[n][f"{where}_per_class_auc"][c]["mean"], summary[n][f"{where}_per_class_auc"][c]["std"])
+                 if f"{where}_per_class_auc" in summary[n] else "n/a" for n in names]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def localization_table(summary: dict[str, dict[str, Any]]) -> str:
+    lines = ["| model | pointing game | IoU | chance | (image, finding) pairs | correlation with the assistant's map |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, r in summary.items():
+        if "boxes_iou" in r:
+            lines.append(f"| {name} | {_cell(r['boxes_pointing_game'], r['boxes_pointing_game_std'])} | "
+                         f"{_cell(r['boxes_iou'], r['boxes_iou_std'])} | {_cell(r['boxes_chance'], r['boxes_chance_std'])}"
+                         f" | {r['boxes_pairs']} | "
+                         + (_cell(r['agreement_correlation'], r['agreement_correlation_std'])
+                            if "agreement_correlation" in r else "") + " |")
+    return "\n".join(lines)
+
+
+def figure(runs: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
+    """Macro AUC of every model, each seed with its 95% interval, internal and external side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(runs)
+    places = [w for w in ("test", "external") if any(r.get(w) for rs in runs.values() for r in rs)]
+    fig, axes = plt.subplots(1, len(places), figsize=(6.5 * len(places), 0.55 * len(names) + 1.6), sharey=True,
+                             squeeze=False)
+    for axis, where in zip(axes[0], places):
+        for row, name in enumerate(names):
+            scored = [r[where] for r in runs[name] if r.get(where)]
+            for k, s in enumerate(scored):
+                y = row + (k - (len(scored) - 1) / 2) * 0.12
+                axis.errorbar(s["auc_macro"], y, xerr=[[s["auc_macro"] - s["auc_macro_ci_low"]],
+                                                       [s["auc_macro_ci_high"] - s["auc_macro"]]],
+                              fmt="o", color="tab:red" if name == TEACHER else "tab:blue", ms=4, capsize=2, lw=1)
+            if scored:
+                mean = sum(s["auc_macro"] for s in scored) / len(scored)
+                axis.plot([mean, mean], [row - 0.3, row + 0.3], color="black", lw=2)
+        axis.axvline(0.5, color="grey", lw=0.8, ls=":")
+        axis.set_yticks(range(len(names)), names)
+        axis.set_xlabel(f"{where} macro AUC")
+        axis.grid(axis="x", alpha=0.3)
+    axes[0][0].invert_yaxis()  # once: the axes share y, and the first model goes on top
+    fig.suptitle(f"{title}\ndots: one seed each, with its 95% bootstrap interval; black bar: mean over seeds",
+                 fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="nih")
+    parser.add_argument("--dataset_dir", required=True)
+    parser.add_argument("--teacher_predictions", required=True, help="the recorded teacher (CSV or JSON)")
+    parser.add_argument("--external_dataset", default=None, help="a second data set (reader name) to test on")
+    parser.add_argument("--external_dataset_dir", default=None)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first_seed", type=int, default=0)
+    parser.add_argument("--split_seed", type=int, default=0, help="the patient-level split, held for every seed and row")
+    parser.add_argument("--image_size", type=int, default=64, help="the 3-conv student's input side")
+    parser.add_argument("--compact_image_size", type=int, default=128)
+    parser.add_argument("--assistant_image_size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=30, help="students' epochs")
+    parser.add_argument("--assistant_epochs", type=int, default=30)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument("--hard_weight", type=float, default=1.0)
+    parser.add_argument("--soft_weight", type=float, default=1.0)
+    parser.add_argument("--feature_weight", type=float, default=0.1, help="the Wasserstein term, student from assistant")
+    parser.add_argument("--bootstrap_resamples", type=int, default=1000)
+    parser.add_argument("--max_images", type=int, default=None, help="cap per split, for a quick check")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", nargs="*", default=[m[0] for m in MODELS], choices=[m[0] for m in MODELS])
+    parser.add_argument("--no_localization", action="store_true", help="skip Grad-CAM against the data set's boxes")
+    parser.add_argument("--set", nargs="*", default=[], metavar="ID=JSON", help="further overrides for every model")
+    parser.add_argument("--out", default="docs/results/recorded_nih.json")
+    parser.add_argument("--figure", default=None, help="PNG of the macro AUCs with their intervals")
+    parser.add_argument("--work_dir", default="outputs/benchmark_recorded")
+    parser.add_argument("--reuse", action="store_true", help="test models already trained under --work_dir")
+    args = parser.parse_args(argv)
+    if "3-conv student from assistant" in args.models and "assistant from recorded teacher" not in args.models:
+        parser.error("the student from the assistant needs 'assistant from recorded teacher' in --models")
+    if bool(args.external_dataset) != bool(args.external_dataset_dir):
+        parser.error("--external_dataset and --external_dataset_dir go together")
+
+    os.chdir(REPO_ROOT)
+    from bundle.data import load_splits
+    from bundle.localization import cam_saliency, class_localization, map_agreement
+    from bundle.networks import NETWORKS, count_parameters
+
+    out = Path(args.out)
+    extra = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
+    splits = load_splits(args.dataset, args.dataset_dir, seed=args.split_seed, max_images=args.max_images)
+    class_names, task = list(splits.class_names), splits.task
+    external = None
+    if args.external_dataset:
+        external = load_splits(args.external_dataset, args.external_dataset_dir, seed=args.split_seed)
+        if list(external.class_names) != class_names:
+            raise SystemExit(f"the external data set's classes {external.class_names} are not the models' {class_names}")
+    bootstrap_keys = ["auc_macro", "accuracy", "f1_macro"]
+    sizes = {"student": {"image_size": args.image_size}, "compact": {"image_size": args.compact_image_size},
+             "assistant": {"image_size": args.assistant_image_size}}
+    epochs = {"student": args.epochs, "compact": args.epochs, "assistant": args.assistant_epochs}
+    soft = {"temperature": args.temperature,
+            "loss_weights": {"hard": args.hard_weight, "soft": args.soft_weight, "feature": 0.0}}
+    boxed = [r for r in splits.train + splits.validation + splits.test if r.get("boxes")]
+    where_boxed = {split: sum(1 for r in getattr(splits, split) if r.get("boxes"))
+                   for split in ("train", "validation", "test")}
+    print(f"{splits.summary()}; boxed images per split: {where_boxed}", flush=True)
+
+    teacher: dict[str, Any] = {"seed": None, "test": score_teacher(args.teacher_predictions, splits.test, class_names,
+                                                                   task, args.bootstrap_resamples)}
+    if external is not None:
+        teacher["external"] = score_teacher(args.teacher_predictions, external.train + external.validation
+                                            + external.test, class_names, task, args.bootstrap_resamples)
+    runs: dict[str, list[dict[str, Any]]] = {TEACHER: [teacher]}
+
+    def report() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        content = {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "dataset": args.dataset,
+                   "split": {"seed": args.split_seed, "train": len(splits.train), "validation": len(splits.validation),
+                             "test": len(splits.test), "boxed_images": where_boxed},
+                   "class_names": class_names, "settings": vars(args), "pairs": PAIRS, "runs": runs,
+                   "summary": summarise(runs, class_names)}
+        out.write_text(json.dumps(_clean(content), indent=2))
+
+    report()
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        seed_dir = Path(args.work_dir) / f"seed{seed}"
+        assistant_maps = None
+        for name, stage, source, group, network_name in MODELS:
+            if name not in args.models:
+                continue
+            output_dir = seed_dir / name.replace(" ", "_")
+            settings: dict[str, Any] = {
+                "dataset": args.dataset, "dataset_dir": args.dataset_dir, "split_seed": args.split_seed, "seed": seed,
+                "batch_size": args.batch_size, "max_epochs": epochs[group], "device": args.device,
+                "max_images": args.max_images, "output_dir": str(output_dir), **sizes[group], **extra}
+            if stage == "compact_student":
+                settings["densenet161_ckpt"] = None
+            if stage == "assistant" and source is None:
+                settings["teacher_stage"] = None
+            if source == "recorded":
+                settings.update({"teacher_predictions": args.teacher_predictions, **soft})
+            elif source == "assistant":
+                settings.update({"assistant_ckpt": str(seed_dir / "assistant_from_recorded_teacher" / "model.pt"),
+                                 "teacher_image_size": args.assistant_image_size, "temperature": args.temperature,
+                                 "loss_weights": {"hard": args.hard_weight, "soft": args.soft_weight,
+                                                  "feature": args.feature_weight}})
+            result: dict[str, Any] = {"seed": seed}
+            if not (args.reuse and (output_dir / "model.pt").is_file()):
+                print(f"[seed {seed}] {name} ...", flush=True)
+                start = time.perf_counter()
+                run_workflow(f"configs/{stage}.json", "training", settings)
+                result["train_seconds"] = round(time.perf_counter() - start, 1)
+            metrics, evaluation = evaluate(stage, settings, output_dir / "eval", bootstrap_keys, args.bootstrap_resamples)
+            result["test"] = _scores(metrics, class_names)
+            result["validation_auc_macro"] = json.loads((output_dir / "metrics.json").read_text()).get("auc_macro")
+            network = evaluation.parser.get_parsed_content("network").eval()
+            result["parameters"] = count_parameters(network)
+            if external is not None:
+                ext_metrics, _ = evaluate(stage, {**settings, "dataset": args.external_dataset,
+                                                  "dataset_dir": args.external_dataset_dir, "eval_split": "all"},
+                                          output_dir / "eval_external", bootstrap_keys, args.bootstrap_resamples)
+                result["external"] = _scores(ext_metrics, class_names)
+            if boxed and not args.no_localization:
+                layer = NETWORKS[network_name].saliency_layer
+                size = sizes[group]["image_size"]
+                device = str(next(network.parameters()).device)
+                maps = cam_saliency(network, layer, "gradcam")
+                result["localization"] = class_localization(maps, boxed, size, class_names, device=device)
+                if network_name == "assistant":
+                    assistant_maps = (maps, size)
+                elif assistant_maps is not None:
+                    result["agreement_with_assistant"] = map_agreement(
+                        assistant_maps[0], maps, boxed, assistant_maps[1], size, class_names, device=device)
+            runs.setdefault(name, []).append(result)
+            shown = {k: result["test"][k] for k in ("auc_macro", "auc_macro_ci_low", "auc_macro_ci_high", "ece_macro")}
+            print(f"[seed {seed}] {name}: test {json.dumps(_clean(shown))}"
+                  + (f", external AUC {result['external']['auc_macro']:.4f}" if "external" in result else ""), flush=True)
+            report()
+    summary = summarise(runs, class_names)
+    print(table(summary, external is not None))
+    print(per_class_table(summary, class_names))
+    if boxed and not args.no_localization:
+        print(localization_table(summary))
+    if args.figure:
+        figure(runs, Path(args.figure), f"{args.dataset}: teacher = {Path(args.teacher_predictions).name}; "
+                                         f"{len(splits.test)} test images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
