@@ -30,13 +30,14 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+from bundle.stages import stage_configs  # noqa: E402
 
 
 def run(stage: str, overrides: dict[str, Any]) -> tuple[list[float], float]:
     from ignite.engine import Events
     from monai.bundle import ConfigWorkflow
 
-    workflow = ConfigWorkflow(config_file=f"configs/{stage}.json", meta_file="configs/metadata.json",
+    workflow = ConfigWorkflow(config_file=stage_configs(stage), meta_file="configs/metadata.json",
                               workflow_type="train", run_id="training", **overrides)
     workflow.initialize()  # reads (or generates) the data: not part of the comparison
     start = time.perf_counter()
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         from monai.bundle import ConfigParser
 
         config = ConfigParser()
-        config.read_config(f"configs/{args.teacher}.json")
+        config.read_config(stage_configs(args.teacher))
         config.update({**common, "output_dir": str(work / "teacher")})
         network = config.get_parsed_content("network_def")
         checkpoint = str(work / "teacher.pt")

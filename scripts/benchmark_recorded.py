@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_takd import REPO_ROOT, _cell, _mean_std, run_workflow  # noqa: E402
+from benchmark_takd import REPO_ROOT, _cell, _mean_std, run_workflow, stage_configs  # noqa: E402
 
 # (name, stage config, teacher: None | "recorded" | "assistant", size group, network in bundle.networks.NETWORKS)
 MODELS: tuple[tuple[str, str, str | None, str, str], ...] = (
@@ -78,7 +78,7 @@ def _clean(value: Any) -> Any:
 
 def evaluate(stage: str, settings: dict[str, Any], eval_dir: Path, bootstrap_keys: list[str],
              resamples: int) -> tuple[dict[str, Any], Any]:
-    workflow = run_workflow([f"configs/{stage}.json", "configs/evaluate.json"], "evaluating",
+    workflow = run_workflow(stage_configs(stage, "configs/evaluate.json"), "evaluating",
                             {**settings, "eval_dir": str(eval_dir), "bootstrap_keys": bootstrap_keys,
                              "bootstrap_resamples": resamples})
     return json.loads((eval_dir / "metrics.json").read_text()), workflow
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.reuse and (output_dir / "model.pt").is_file()):
                 print(f"[seed {seed}] {name} ...", flush=True)
                 start = time.perf_counter()
-                run_workflow(f"configs/{stage}.json", "training", settings)
+                run_workflow(stage_configs(stage), "training", settings)
                 result["train_seconds"] = round(time.perf_counter() - start, 1)
             metrics, evaluation = evaluate(stage, settings, output_dir / "eval", bootstrap_keys, args.bootstrap_resamples)
             result["test"] = _scores(metrics, class_names)

@@ -9,7 +9,12 @@ of ``--resolutions``, the student variants of ``--variants``:
 * ``MLCAK, last layer``: the attention term from the last layer only (the paper's single-layer
   ablation);
 * ``MLCAK, one head``: findings head only (no normal/abnormal head, no MCCT term);
-* ``no KD, one head``: (not run by default) the one-head student without distillation.
+* ``no KD, one head``: (not run by default) the one-head student without distillation;
+* ``student + recorded teacher``: with ``--teacher_predictions``, the student distilled from a
+  recorded teacher's findings probabilities (any model's, e.g. CheXNet's DenseNet121 on NIH): the
+  logit term of MLCAK (MSE of the findings logits); no attention term (it needs a live ViT
+  teacher) and no normal/abnormal term (the recorded teacher has no such head). No ViT teacher
+  is trained when no variant needs one.
 
 Each model is trained with the bundle's configs (``configs/vit_teacher.json``,
 ``configs/vit_student.json``) and tested on the test split (``configs/evaluate.json``): macro AUC
@@ -24,6 +29,10 @@ set is ``synthetic`` / ``synthetic_binary``, and on NIH ChestX-ray14 images that
         --resolutions 112 56 28 --seeds 3 --out docs/results/resolution_cxr3.json
     python scripts/benchmark_resolution.py --dataset synthetic --resolutions 112 56 28 --seeds 3 \\
         --out docs/results/resolution_synthetic.json
+    python scripts/benchmark_resolution.py --dataset nih --dataset_dir ../shared/data/nih14_subset \\
+        --teacher_predictions ../shared/data/nih14_subset/teacher_predictions/chexnet_densenet121.csv \\
+        --variants 'student (no KD)' 'student + recorded teacher' --split_seed 0 --seeds 3 \\
+        --out docs/results/resolution_nih_recorded.json
 
 The JSON is rewritten after every model, so an interrupted run keeps what it finished.
 """
@@ -42,7 +51,7 @@ from typing import Any
 # this repository's bundle package first (a shared virtual environment may hold another checkout's), then
 # the house helpers of scripts/benchmark_takd.py
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
-from benchmark_takd import REPO_ROOT, _cell, _mean_std, run_workflow  # noqa: E402
+from benchmark_takd import REPO_ROOT, _cell, _mean_std, run_workflow, stage_configs  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "student (no KD)": {},
@@ -50,6 +59,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "MLCAK, last layer": {"distil": True, "attention_layers": "last"},
     "MLCAK, one head": {"distil": True, "heads": 1},
     "no KD, one head": {"heads": 1},
+    "student + recorded teacher": {"recorded": True},
 }
 DEFAULT_VARIANTS = ["student (no KD)", "student + MLCAK", "MLCAK, last layer", "MLCAK, one head"]
 SCORES = ("mlct_auc", "mcct_auc", "pointing_game", "iou")
@@ -77,9 +87,9 @@ def train_and_test(stage: str, output_dir: Path, overrides: dict[str, Any], imag
 
     settings = {**overrides, "output_dir": str(output_dir)}
     start = time.perf_counter()
-    run_workflow(f"configs/{stage}.json", "training", settings)
+    run_workflow(stage_configs(stage), "training", settings)
     seconds = time.perf_counter() - start
-    evaluation = run_workflow([f"configs/{stage}.json", "configs/evaluate.json"], "evaluating", settings)
+    evaluation = run_workflow(stage_configs(stage, "configs/evaluate.json"), "evaluating", settings)
     metrics = json.loads((output_dir / "eval" / "metrics.json").read_text())
     network = evaluation.parser.get_parsed_content("network")  # the best checkpoint, loaded by evaluate.json
     result: dict[str, Any] = {
@@ -119,16 +129,24 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
     return summary
 
 
+DISTILLED = ("student + MLCAK", "student + recorded teacher")
+
+
 def paired_gains(runs: dict[str, list[dict[str, Any]]], resolutions: list[int]) -> dict[str, dict[str, Any]]:
-    """Per resolution: distilled minus undistilled student, seed by seed (mean and std of the differences)."""
+    """Per resolution and distilled variant: distilled minus undistilled student, seed by seed (mean, std, each)."""
     gains: dict[str, dict[str, Any]] = {}
     for size in resolutions:
         base = {r["seed"]: r for r in runs.get(f"{size} px | student (no KD)", [])}
-        for key in ("mlct_auc", "mcct_auc"):
-            diffs = [r[key] - base[r["seed"]][key] for r in runs.get(f"{size} px | student + MLCAK", [])
-                     if r["seed"] in base and r[key] is not None and base[r["seed"]][key] is not None]
-            mean, std = _mean_std(diffs)
-            gains.setdefault(f"{size} px", {})[key] = {"mean": mean, "std": std, "seeds": len(diffs)}
+        for variant in DISTILLED:
+            distilled = runs.get(f"{size} px | {variant}", [])
+            if not distilled:
+                continue
+            label = f"{size} px" if variant == "student + MLCAK" else f"{size} px | {variant}"
+            for key in ("mlct_auc", "mcct_auc"):
+                diffs = [r[key] - base[r["seed"]][key] for r in distilled
+                         if r["seed"] in base and r[key] is not None and base[r["seed"]][key] is not None]
+                mean, std = _mean_std(diffs)
+                gains.setdefault(label, {})[key] = {"mean": mean, "std": std, "seeds": len(diffs), "per_seed": diffs}
     return gains
 
 
@@ -160,7 +178,8 @@ def localization_table(summary: dict[str, dict[str, Any]]) -> str:
 
 
 def gains_table(gains: dict[str, dict[str, Any]]) -> str:
-    lines = ["| resolution | MLCT AUC gain (MLCAK - no KD) | MCCT AUC gain | paired seeds |", "| --- | --- | --- | --- |"]
+    lines = ["| resolution | MLCT AUC gain (distilled - no KD) | MCCT AUC gain | paired seeds |",
+             "| --- | --- | --- | --- |"]
     for size, g in gains.items():
         lines.append(f"| {size} | {_cell(g['mlct_auc']['mean'], g['mlct_auc']['std'])} | "
                      f"{_cell(g['mcct_auc']['mean'], g['mcct_auc']['std'])} | {g['mlct_auc']['seeds']} |")
@@ -190,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sampling", default="none", choices=("none", "oversample", "undersample"))
     parser.add_argument("--variants", nargs="*", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
+    parser.add_argument("--teacher_predictions", default=None,
+                        help="a recorded teacher's predictions file, for the 'student + recorded teacher' variant")
+    parser.add_argument("--split_seed", type=int, default=None,
+                        help="hold the patient-level split at this seed for every model (default: each seed its own)")
     parser.add_argument("--nih_dir", default=str(Path(os.environ.get("CXR_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))),
                         help="folder with labels/nih_BBox_List_2017.csv.gz and NIH images (any depth)")
     parser.add_argument("--threshold", type=float, default=0.5, help="IoU: the map is kept above this fraction of its range")
@@ -200,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="further config overrides for every model, e.g. loss_weights#attention=0.5")
     args = parser.parse_args(argv)
 
+    if "student + recorded teacher" in args.variants and not args.teacher_predictions:
+        parser.error("the 'student + recorded teacher' variant needs --teacher_predictions")
     os.chdir(REPO_ROOT)
+    from bundle.data import load_splits
     from bundle.localization import nih_box_records
 
     out = Path(args.out)
@@ -212,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     nih = nih_box_records(nih_csv, args.nih_dir) if nih_csv.is_file() else []
     if nih:
         box_sets["nih"] = nih
+    if not args.dataset.startswith("synthetic"):  # a data set whose own records have boxes (NIH's folder)
+        every = load_splits(args.dataset, args.dataset_dir, seed=args.split_seed or 0, max_images=args.max_images)
+        own = [r for r in every.train + every.validation + every.test if r.get("boxes")]
+        if own:
+            box_sets["dataset"] = own
+            nih_note += f"; {len(own)} images of {args.dataset_dir} with boxes"
     nih_note = (f"{len(nih)} NIH images with boxes under {args.nih_dir}" if nih else
                 f"no NIH image under {args.nih_dir} has a box in {nih_csv.name if nih_csv.is_file() else '(no box list)'}")
     print(f"localization: {', '.join(box_sets) or 'none'} ({nih_note})", flush=True)
@@ -219,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     common = {"dataset": args.dataset, "dataset_dir": args.dataset_dir, "batch_size": args.batch_size,
               "device": args.device, "max_images": args.max_images, "sampling": args.sampling,
               "vit_size": args.vit_size, "stem": args.stem}
+    live_teacher = any(VARIANTS[v].get("distil") for v in args.variants)
     runs: dict[str, list[dict[str, Any]]] = {}
     commands: list[str] = []
     if args.resume and out.is_file():
@@ -232,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         return any(r["seed"] == seed for r in runs.get(name, []))
 
     def all_resolutions() -> list[int]:
-        return sorted({int(name.split(" px")[0]) for name in runs if "teacher" not in name}, reverse=True)
+        return sorted({int(name.split(" px")[0]) for name in runs if not name.endswith("| teacher")}, reverse=True)
 
     def record(name: str, seed: int, result: dict[str, Any]) -> None:
         runs.setdefault(name, []).append({"seed": seed, **result})
@@ -249,11 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         seed_dir = Path(args.work_dir) / f"seed{seed}"
         teacher_dir = seed_dir / "teacher"
         teacher_name = f"{args.teacher_size} px | teacher"
-        if not (done(teacher_name, seed) and (teacher_dir / "model.pt").is_file()):
+        split = {"split_seed": seed if args.split_seed is None else args.split_seed}
+        if live_teacher and not (done(teacher_name, seed) and (teacher_dir / "model.pt").is_file()):
             print(f"[seed {seed}] teacher at {args.teacher_size} px ...", flush=True)
             teacher = train_and_test("vit_teacher", teacher_dir, {
                 **common, "image_size": args.teacher_size, "patch_size": args.teacher_patch,
-                "max_epochs": args.teacher_epochs, "seed": seed, **extra}, args.teacher_size, box_sets, args.threshold)
+                "max_epochs": args.teacher_epochs, "seed": seed, **split, **extra}, args.teacher_size, box_sets,
+                args.threshold)
             runs[teacher_name] = [r for r in runs.get(teacher_name, []) if r["seed"] != seed]
             record(teacher_name, seed, teacher)
         for size in args.resolutions:
@@ -264,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
                              "teacher_patch_size": args.teacher_patch, "teacher_vit_size": args.vit_size,
                              "teacher_stem": args.stem,
                              "heads": spec.get("heads", 2), "attention_layers": spec.get("attention_layers", "all"),
-                             "teacher_ckpt": str(teacher_dir / "model.pt") if spec.get("distil") else None, **extra}
+                             "teacher_ckpt": str(teacher_dir / "model.pt") if spec.get("distil") else None, **split}
+                if spec.get("recorded"):
+                    overrides.update({"teacher_predictions": args.teacher_predictions, "teacher_image_size": size,
+                                      "loss_weights": {"hard": 1.0, "mlct": 1.0, "mcct": 1.0, "attention": 0.0}})
+                overrides.update(extra)
                 name = f"{size} px | {variant}"
                 if done(name, seed):
                     continue

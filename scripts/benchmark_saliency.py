@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_takd import REPO_ROOT, _cell, _mean_std, run_workflow  # noqa: E402
+from benchmark_takd import REPO_ROOT, _cell, _mean_std, run_workflow, stage_configs  # noqa: E402
 
 # (name, stage config, network in bundle.networks.NETWORKS, overrides; "<teacher>" = the teacher's checkpoint)
 MODELS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
@@ -58,9 +58,9 @@ def train_and_test(stage: str, output_dir: Path, overrides: dict[str, Any], reus
     seconds = None
     if not (reuse and (output_dir / "model.pt").is_file()):
         start = time.perf_counter()
-        run_workflow(f"configs/{stage}.json", "training", settings)
+        run_workflow(stage_configs(stage), "training", settings)
         seconds = round(time.perf_counter() - start, 1)
-    evaluation = run_workflow([f"configs/{stage}.json", "configs/evaluate.json"], "evaluating", settings)
+    evaluation = run_workflow(stage_configs(stage, "configs/evaluate.json"), "evaluating", settings)
     metrics = json.loads((output_dir / "eval" / "metrics.json").read_text())
     return {"auc_macro": metrics["auc_macro"], "test_images": metrics.get("num_samples"),
             "train_seconds": seconds}, evaluation

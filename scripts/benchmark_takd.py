@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+from bundle.stages import stage_configs  # noqa: E402
 PER_CLASS = ("precision", "recall", "f1")
 
 # (name, stage config, which checkpoint it learns from)
@@ -56,10 +58,10 @@ def run_workflow(config_file: Any, run_id: str, overrides: dict[str, Any]) -> An
 def train_and_test(stage: str, output_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     settings = {**overrides, "output_dir": str(output_dir)}
     start = time.perf_counter()
-    workflow = run_workflow(f"configs/{stage}.json", "training", settings)
+    workflow = run_workflow(stage_configs(stage), "training", settings)
     seconds = time.perf_counter() - start
     network = workflow.parser.get_parsed_content("network")
-    run_workflow([f"configs/{stage}.json", "configs/evaluate.json"], "evaluating", settings)
+    run_workflow(stage_configs(stage, "configs/evaluate.json"), "evaluating", settings)
     metrics = json.loads((output_dir / "eval" / "metrics.json").read_text())
     validation = json.loads((output_dir / "metrics.json").read_text())  # the best epoch's, which chose model.pt
     return {

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from bundle.data import CXRDataError
+from bundle.stages import stage_configs
 from conftest import REPO_ROOT, error_chain, require_shared, run_bundle
 
 BAD = {
@@ -121,7 +122,7 @@ def test_training_can_skip_bad_files_and_logs_them(tmp_path):
 
 def test_image_size_the_network_cannot_take_is_reported_before_training(tmp_path):
     with pytest.raises(Exception) as info:
-        run_bundle("configs/teacher.json", "training", tmp_path, dataset_options={"num_images": 12},
+        run_bundle(stage_configs("teacher"), "training", tmp_path, dataset_options={"num_images": 12},
                    image_size=28, max_epochs=1, device="cpu", teacher_members=["efficientnet-b0"])
     chain = error_chain(info.value)
     message = " ".join(str(e) for e in chain)

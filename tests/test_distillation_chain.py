@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from monai.bundle import ConfigWorkflow
 
 from bundle.distill import adapter_key, probe_feature_shapes
+from bundle.stages import stage_configs
 
 from conftest import error_chain, run_bundle
 
@@ -16,7 +17,7 @@ TINY = {"dataset_options": {"num_images": 24, "source_size": 64}, "image_size": 
 
 
 def run_stage(stage: str, output_dir, **overrides) -> ConfigWorkflow:
-    return run_bundle(f"configs/{stage}.json", "training", output_dir, **{**TINY, **overrides})
+    return run_bundle(stage_configs(stage), "training", output_dir, **{**TINY, **overrides})
 
 
 def _terms(workflow: ConfigWorkflow) -> dict[str, float]:

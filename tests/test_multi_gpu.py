@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from bundle.data.balance import DistributedBalancedSampler, balanced_sampler
 from bundle.distributed import average_gradients
 from bundle.networks import ThreeConvStudent
+from bundle.stages import stage_configs
 from conftest import REPO_ROOT, run_bundle
 
 TINY = {"dataset_options": {"num_images": 48, "source_size": 64}, "image_size": 32, "batch_size": 8,
@@ -38,7 +39,7 @@ def _cli(**overrides) -> list[str]:
 
 @pytest.mark.slow
 def test_two_processes_train_a_distilled_student_with_ddp(tmp_path):
-    run_bundle("configs/teacher.json", "training", tmp_path / "teacher", max_epochs=1, **TINY)
+    run_bundle(stage_configs("teacher"), "training", tmp_path / "teacher", max_epochs=1, **TINY)
     out = tmp_path / "student"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
                "-m", "monai.bundle", "run", "training",

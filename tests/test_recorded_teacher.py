@@ -13,6 +13,7 @@ from monai.bundle import ConfigWorkflow
 
 from bundle.data import CXRDataError, load_splits
 from bundle.distill import TeacherOutputCache, read_teacher_predictions
+from bundle.stages import stage_configs
 from conftest import REPO_ROOT, error_chain, require_shared, run_bundle
 
 NIH_SUBSET = "nih14_subset"
@@ -108,7 +109,7 @@ def _parse(config: str, output_dir, **overrides) -> ConfigWorkflow:
 
 def test_recorded_predictions_give_the_live_teachers_soft_loss(tmp_path):
     """Record a live teacher with configs/inference.json, distil from the file: the same soft loss."""
-    run_bundle("configs/assistant.json", "training", tmp_path / "assistant", teacher_predictions=None,
+    run_bundle(stage_configs("assistant"), "training", tmp_path / "assistant", teacher_predictions=None,
                teacher_stage=None, **TINY)  # a DenseNet121 trained on hard labels plays the teacher
     ckpt = tmp_path / "assistant" / "model.pt"
     live = _parse("configs/student.json", tmp_path / "live", assistant_ckpt=str(ckpt), augment=False,
@@ -156,9 +157,9 @@ def test_feature_terms_need_a_live_teacher(tmp_path):
     vit = {**TINY, "image_size": 16, "teacher_image_size": 16, "token_grid": 2, "vit_size": {"hidden_size": 16, "num_layers": 1,
                                                                             "num_heads": 2, "mlp_dim": 32}}
     with pytest.raises(Exception) as info:
-        _parse("configs/vit_student.json", tmp_path / "v", teacher_predictions=str(file), **vit)
+        _parse(stage_configs("vit_student"), tmp_path / "v", teacher_predictions=str(file), **vit)
     assert "attention" in " ".join(str(e) for e in error_chain(info.value))
-    student = run_bundle("configs/vit_student.json", "training", tmp_path / "v2", teacher_predictions=str(file),
+    student = run_bundle(stage_configs("vit_student"), "training", tmp_path / "v2", teacher_predictions=str(file),
                          loss_weights={"hard": 1.0, "mlct": 1.0, "mcct": 1.0, "attention": 0.0}, **vit)
     assert set(student.parser.get_parsed_content("train#trainer").state.loss_term_means) == {
         "hard/mlct", "hard/mcct", "distill/mlct"}

@@ -9,6 +9,7 @@ from monai.data import Dataset
 from bundle.distill import FrozenTeacher, TAKDDistiller, TeacherOutputCache, freeze, with_sample_index
 from bundle.losses import FeatureWassersteinLoss, HardLabelLoss, SoftLabelLoss
 from bundle.networks import ThreeConvStudent
+from bundle.stages import stage_configs
 from conftest import run_bundle
 
 PAIRS = [["conv1", "conv1"], ["conv2", "conv2"], ["conv3", "conv3"]]
@@ -86,7 +87,7 @@ def test_disk_cache_is_reused_and_float16_is_close(tmp_path):
 def test_student_stage_trains_from_a_disk_cache(tmp_path):
     tiny = {"dataset_options": {"num_images": 24, "source_size": 64}, "image_size": 32, "batch_size": 8,
             "max_epochs": 1, "num_workers": 0, "device": "cpu", "teacher_members": ["efficientnet-b0"]}
-    run_bundle("configs/teacher.json", "training", tmp_path / "teacher", **tiny)
+    run_bundle(stage_configs("teacher"), "training", tmp_path / "teacher", **tiny)
     student = run_bundle("configs/student.json", "training", tmp_path / "student", **tiny,
                          teacher_ckpt=str(tmp_path / "teacher" / "model.pt"), teacher_cache="disk",
                          teacher_cache_dtype="float16")

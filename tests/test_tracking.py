@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from bundle.stages import stage_configs
 from conftest import run_bundle
 
 TINY = {"dataset_options": {"num_images": 24, "source_size": 64}, "image_size": 32, "batch_size": 8,
@@ -47,7 +48,7 @@ def test_mlflow_tracking_logs_parameters_loss_terms_metrics_and_artifacts(tmp_pa
 
 def test_mlflow_tracking_of_a_distilled_student_logs_each_distillation_term(tmp_path):
     mlflow = pytest.importorskip("mlflow")
-    run_bundle("configs/teacher.json", "training", tmp_path / "teacher",
+    run_bundle(stage_configs("teacher"), "training", tmp_path / "teacher",
                **{**TINY, "max_epochs": 1, "teacher_members": ["efficientnet-b0"]})
     out = tmp_path / "student"
     run_bundle("configs/student.json", "training", out, tracking="mlflow", teacher_members=["efficientnet-b0"],

@@ -12,6 +12,7 @@ from PIL import Image
 
 from bundle.data.phantoms import PhantomSpec, render_phantom
 from bundle.networks import CXRViT
+from bundle.stages import stage_configs
 from conftest import error_chain, run_bundle
 
 MICRO = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_dim": 64}
@@ -30,7 +31,7 @@ def _terms(workflow) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("vit_teacher")
-    workflow = run_bundle("configs/vit_teacher.json", "training", out, **TEACHER)
+    workflow = run_bundle(stage_configs("vit_teacher"), "training", out, **TEACHER)
     return out, workflow
 
 
@@ -47,7 +48,7 @@ def test_teacher_trains_both_heads_and_reports_both_macro_aucs(teacher):
 def test_student_distils_from_the_frozen_teacher_and_logs_every_term(teacher, tmp_path):
     teacher_dir, _ = teacher
     ckpt = teacher_dir / "model.pt"
-    student = run_bundle("configs/vit_student.json", "training", tmp_path, teacher_ckpt=str(ckpt), **STUDENT)
+    student = run_bundle(stage_configs("vit_student"), "training", tmp_path, teacher_ckpt=str(ckpt), **STUDENT)
     terms = _terms(student)
     assert set(terms) == {"hard/mlct", "hard/mcct", "distill/mlct", "distill/mcct", "distill/attention"}
     assert all(np.isfinite(v) and v >= 0 for v in terms.values())
@@ -65,14 +66,14 @@ def test_student_distils_from_the_frozen_teacher_and_logs_every_term(teacher, tm
     sample = student.parser.get_parsed_content("train#dataset")[0]
     assert tuple(sample["teacher_image"].shape) == (1, 32, 32) and tuple(sample["image"].shape) == (1, 16, 16)
     # and the test split evaluates with both heads (evaluate.json, as the benchmark runs it)
-    run_bundle(["configs/vit_student.json", "configs/evaluate.json"], "evaluating", tmp_path, **STUDENT)
+    run_bundle(stage_configs("vit_student", "configs/evaluate.json"), "evaluating", tmp_path, **STUDENT)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["split"] == "test" and "mlct/auc_macro" in metrics and "mcct/auc_macro" in metrics
 
 
 def test_ablations_last_layer_and_one_head(teacher, tmp_path):
     teacher_dir, _ = teacher
-    student = run_bundle("configs/vit_student.json", "training", tmp_path, teacher_ckpt=str(teacher_dir / "model.pt"),
+    student = run_bundle(stage_configs("vit_student"), "training", tmp_path, teacher_ckpt=str(teacher_dir / "model.pt"),
                          heads=1, attention_layers="last", **STUDENT)
     assert set(_terms(student)) == {"hard/mlct", "distill/mlct", "distill/attention"}
     assert student.parser.get_parsed_content("distiller").attention_layers == "last"
@@ -82,7 +83,7 @@ def test_ablations_last_layer_and_one_head(teacher, tmp_path):
 
 
 def test_student_without_teacher_is_the_baseline(tmp_path):
-    student = run_bundle("configs/vit_student.json", "training", tmp_path, **STUDENT)
+    student = run_bundle(stage_configs("vit_student"), "training", tmp_path, **STUDENT)
     assert set(_terms(student)) == {"hard/mlct", "hard/mcct"}
     assert type(student.parser.get_parsed_content("distiller")).__name__ == "NoTeacher"
     assert "teacher_image" not in student.parser.get_parsed_content("train#dataset")[0]
@@ -91,7 +92,7 @@ def test_student_without_teacher_is_the_baseline(tmp_path):
 def test_missing_teacher_checkpoint_names_the_vit_teacher_config(tmp_path):
     missing = tmp_path / "nowhere" / "model.pt"
     with pytest.raises(Exception) as info:
-        run_bundle("configs/vit_student.json", "training", tmp_path, teacher_ckpt=str(missing), **STUDENT)
+        run_bundle(stage_configs("vit_student"), "training", tmp_path, teacher_ckpt=str(missing), **STUDENT)
     found = [e for e in error_chain(info.value) if isinstance(e, FileNotFoundError)]
     assert found and "configs/vit_teacher.json" in str(found[0]) and "--teacher_ckpt" in str(found[0])
 

@@ -3,7 +3,7 @@
 A frozen teacher is a fixed function of its input, so when the input is fixed too
 its outputs need computing only once. :class:`TeacherOutputCache` runs the teacher
 over the training set under the *evaluation* (deterministic) preprocessing at the
-teacher's input size (``configs/common.json#preprocessing#teacher_eval``), keeps
+teacher's input size (``configs/student.json#preprocessing#teacher_eval``), keeps
 its logits and the feature maps of the hooked modules, and the
 :class:`~bundle.distill.Distiller` then looks them up by each sample's position in
 the training list (``sample_index``) instead of running the teacher every epoch.

@@ -39,7 +39,7 @@ def make_teacher(
     predictions: str | os.PathLike | None = None,
     predictions_options: Mapping[str, Any] | None = None,
     train_records: Sequence[Mapping[str, Any]] | None = None,
-    stage_config: str | None = None,
+    stage: str | None = None,
 ) -> TeacherSource | None:
     """The teacher source of a stage, or None when it has no teacher.
 
@@ -60,7 +60,7 @@ def make_teacher(
         return TeacherOutputCache.from_predictions(predictions, train_records, **dict(predictions_options or {}))
     if teacher_network is None:
         return None
-    network = load_frozen(teacher_network(), checkpoint, device, role or "teacher", stage_config)
+    network = load_frozen(teacher_network(), checkpoint, device, role or "teacher", stage)
     live = FrozenTeacher(network, feature_names, input_shape, check_view, maps)
     if not cache:
         return live
@@ -134,11 +134,11 @@ def make_mlcak_distiller(
 
     ``teacher_network`` is the teacher's network in callable mode (built, loaded from ``checkpoint``
     and frozen only when the student distils; a missing checkpoint is an error naming
-    ``configs/vit_teacher.json``); its source gives the mean attention map over ``attention_layers``.
+    the ViT teacher stage); its source gives the mean attention map over ``attention_layers``.
     ``teacher_predictions`` distils the logit terms from a recorded teacher instead.
     """
     if teacher_network is not None and teacher_predictions is None:
-        network = load_frozen(teacher_network(), checkpoint, device, "teacher", "configs/vit_teacher.json")
+        network = load_frozen(teacher_network(), checkpoint, device, "teacher", "vit_teacher")
         size = int(network.image_size)
         maps = {ATTENTION: lambda net: net.attention_map(attention_layers)} if loss.gamma else None
         teacher: TeacherSource | None = FrozenTeacher(network, (), (1, size, size), check_view=True, maps=maps)

@@ -21,7 +21,7 @@ computed once (``teacher_cache``), or a recorded teacher read from a predictions
 needs weight 0, and the soft term leaves out images the file has no row for
 (``teacher_predictions_missing: skip``).
 
-Config example (student from assistant; ``configs/common.json#distiller`` builds it with
+Config example (student from assistant; ``configs/student.json#distiller`` builds it with
 :func:`bundle.distill.make_distiller`)::
 
     "distiller": {
@@ -40,7 +40,7 @@ Config example (student from assistant; ``configs/common.json#distiller`` builds
 
 Teacher at a larger input size (``teacher_image_size`` > ``image_size``, e.g. a 64 px
 teacher for a 32 px student, or 224 px for 64 px): the training preprocessing
-(``configs/common.json#preprocessing#train``) augments each image at the teacher's size,
+(``configs/student.json#preprocessing#train``) augments each image at the teacher's size,
 keeps that view as the batch's ``teacher_image`` and area-downsamples the student's copy,
 so both see the same augmented radiograph; the adapters resize the student's maps to
 the teacher's. Networks built for ImageNet (EfficientNet, DenseNet) reduce their input

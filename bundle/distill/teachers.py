@@ -26,6 +26,7 @@ from torch import nn
 
 from ..checkpoints import CheckpointError, load_weights
 from ..keys import Keys
+from ..stages import STAGES, stage_command
 from .features import FeatureHooks, probe_feature_shapes
 
 __all__ = ["TeacherOutput", "TeacherSource", "FrozenTeacher", "freeze", "load_frozen", "teacher_view"]
@@ -62,12 +63,12 @@ def freeze(network: nn.Module) -> nn.Module:
 
 def load_frozen(
     network: nn.Module, checkpoint: str | os.PathLike | None, device: str | torch.device = "cpu", role: str = "teacher",
-    stage_config: str | None = None,
+    stage: str | None = None,
 ) -> nn.Module:
     """Load a trained stage's ``model.pt`` into ``network``, move it to ``device`` and freeze it.
 
-    ``stage_config`` (default ``configs/<role>.json``) names, in the error message, the config
-    that trains it; ``--<role>_ckpt`` is the id that points at it.
+    ``stage`` (default ``role``, a key of :data:`bundle.stages.STAGES`) names, in the error message,
+    the command that trains it; ``--<role>_ckpt`` is the id that points at it.
 
     Raises:
         FileNotFoundError: no checkpoint given, or the file is missing; the message says
@@ -77,7 +78,7 @@ def load_frozen(
     if checkpoint is None or not os.path.isfile(checkpoint):
         raise FileNotFoundError(
             f"{role} checkpoint not found: {checkpoint!r}. Train the {role} stage first "
-            f"(python -m monai.bundle run training --config_file {stage_config or f'configs/{role}.json'}) "
+            f"({stage_command(stage or role) if (stage or role) in STAGES else 'its stage config'}) "
             f"or pass --{role}_ckpt <path to its model.pt>."
         )
     try:
@@ -133,7 +134,7 @@ class FrozenTeacher:
             raise ValueError(
                 f"the teacher sees {self.input_shape[1:]} images (teacher_input_shape) but got "
                 f"{tuple(images.shape[2:])}: the training preprocessing must give each sample a 'teacher_image' "
-                f"at teacher_image_size (configs/common.json#preprocessing#teacher_view)")
+                f"at teacher_image_size (configs/student.json#preprocessing#teacher_view)")
         if self.network.training:  # nothing may move its batch-norm statistics
             self.network.eval()
         logits = self.network(images)

@@ -12,10 +12,9 @@ of ones where the data has none, sums and logs the named terms (``engine.state.o
 steps the optimiser (with AMP when asked) and averages the distiller's extra gradients over
 processes (DDP only covers the student). Everything else (events, handlers) is MONAI's.
 
-Handler lists may nest and hold ``None`` (:func:`flatten_handlers`): a stage config
-lists the shared handlers of ``configs/common.json`` as one macro, keeps ``train#handlers``
-a real list (MONAI's ``--tracking mlflow`` appends to it), and a handler disabled on
-the other processes of a multi-GPU run (``_disabled_``) arrives as ``None``.
+Handler lists may nest and hold ``None`` (:func:`flatten_handlers`): a handler disabled on
+the other processes of a multi-GPU run (``_disabled_``) arrives as ``None``, and an overlay
+config may add a list of handlers as one item.
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ student, so distillation has nothing to pass on (``docs/results.md``). This bund
 downloads weights; a user who has them (ImageNet EfficientNets, a CheXpert DenseNet121, an
 earlier run's ``model.pt``) names the file and training starts from it::
 
-    python -m monai.bundle run training --config_file configs/teacher.json \\
+    python -m monai.bundle run training --config_file "['configs/student.json','configs/teacher.json']" \\
         --teacher_members "['efficientnet-b6','efficientnet-b7']" \\
         --init_checkpoint "{'members.0': 'efficientnet-b6.pth', 'members.1': 'efficientnet-b7.pth'}"
-    python -m monai.bundle run training --config_file configs/assistant.json --init_checkpoint densenet121.pth
+    python -m monai.bundle run training --config_file "['configs/student.json','configs/assistant.json']" \\
+        --init_checkpoint densenet121.pth
 
 Rules, tensor by tensor (by name, after the optional module prefix):
 

@@ -28,6 +28,8 @@ from torch import nn
 
 from .profile import count_flops, count_parameters
 
+from ..stages import stage_configs
+
 __all__ = ["NetworkEntry", "NETWORKS", "register_network", "build_network", "profile_networks", "profile_table",
            "default_bundle_root"]
 
@@ -37,35 +39,40 @@ class NetworkEntry:
     """A network of the bundle.
 
     Args:
-        name: its key (for a stage's own network, the stage name and key in ``configs/common.json#networks``).
-        config: the stage config that trains it, relative to the bundle root.
+        name: its key (for a stage's own network, the stage name and key in ``configs/student.json#networks``).
+        stage: the stage that trains it (:data:`bundle.stages.STAGES`: its config files).
         saliency_layer: the module Grad-CAM explains (its last convolutional stage).
         description: one line for reports.
         overrides: config ids to set when building it (e.g. another ``teacher_members``).
     """
 
     name: str
-    config: str
+    stage: str
     saliency_layer: str | None
     description: str
     overrides: Mapping[str, Any] | None = None
+
+    @property
+    def config(self) -> str:
+        """The stage's own config file (its overlay; ``configs/student.json`` for the student)."""
+        return stage_configs(self.stage)[-1]
 
 
 NETWORKS: dict[str, NetworkEntry] = {
     entry.name: entry
     for entry in (
-        NetworkEntry("teacher", "configs/teacher.json", "members.0._conv_head",
+        NetworkEntry("teacher", "teacher", "members.0._conv_head",
                      "TAKD teacher: EfficientNet-B0 + B1 ensemble (MONAI)"),
-        NetworkEntry("teacher_paper", "configs/teacher.json", "members.0._conv_head",
+        NetworkEntry("teacher_paper", "teacher", "members.0._conv_head",
                      "TAKD teacher as in the paper: EfficientNet-B6 + B7 ensemble (--teacher_members)",
                      overrides={"teacher_members": ["efficientnet-b6", "efficientnet-b7"]}),
-        NetworkEntry("assistant", "configs/assistant.json", "features.denseblock4",
+        NetworkEntry("assistant", "assistant", "features.denseblock4",
                      "TAKD assistant: DenseNet121 (MONAI)"),
-        NetworkEntry("student", "configs/student.json", "conv3",
+        NetworkEntry("student", "student", "conv3",
                      "TAKD student: 3-conv student"),
-        NetworkEntry("densenet161", "configs/densenet161.json", "features.denseblock4",
+        NetworkEntry("densenet161", "densenet161", "features.denseblock4",
                      "compact path teacher: DenseNet161 (MONAI DenseNet)"),
-        NetworkEntry("compact_student", "configs/compact_student.json", "head",
+        NetworkEntry("compact_student", "compact_student", "head",
                      "compact real-time student: MobileNetV3-Large 0.75"),
     )
 }
@@ -86,7 +93,7 @@ def default_bundle_root() -> Path:
 @contextlib.contextmanager
 def _working_directory(path: str | os.PathLike) -> Iterator[None]:
     previous = os.getcwd()
-    os.chdir(path)  # config macros ("%configs/common.json#...") resolve against the working directory
+    os.chdir(path)  # config paths and macros ("%configs/student.json#...") resolve against the working directory
     try:
         yield
     finally:
@@ -107,7 +114,7 @@ def build_network(name: str, num_classes: int = 14, image_size: int | None = Non
     entry = NETWORKS[name]
     with _working_directory(bundle_root or default_bundle_root()):
         parser = ConfigParser()
-        parser.read_config(entry.config)
+        parser.read_config(stage_configs(entry.stage))
         parser.update({**dict(entry.overrides or {}), **dict(overrides or {}), "device": "$torch.device('cpu')",
                        "data": {"num_classes": int(num_classes), "task": "multilabel"}})
         size = int(image_size if image_size is not None else parser.get_parsed_content("image_size"))
