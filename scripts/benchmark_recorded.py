@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hard_weight", type=float, default=1.0)
     parser.add_argument("--soft_weight", type=float, default=1.0)
     parser.add_argument("--feature_weight", type=float, default=0.1, help="the Wasserstein term, student from assistant")
+    parser.add_argument("--checkpoint", default="best", choices=("best", "final"),
+                        help="test model.pt (best validation macro AUC) or model_final.pt (the last epoch)")
     parser.add_argument("--bootstrap_resamples", type=int, default=1000)
     parser.add_argument("--max_images", type=int, default=None, help="cap per split, for a quick check")
     parser.add_argument("--device", default="cpu")
@@ -330,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 run_workflow(stage_configs(stage), "training", settings)
                 result["train_seconds"] = round(time.perf_counter() - start, 1)
+            if args.checkpoint == "final":
+                settings["ckpt_path"] = str(output_dir / "model_final.pt")
             metrics, evaluation = evaluate(stage, settings, output_dir / "eval", bootstrap_keys, args.bootstrap_resamples)
             result["test"] = _scores(metrics, class_names)
             result["validation_auc_macro"] = json.loads((output_dir / "metrics.json").read_text()).get("auc_macro")

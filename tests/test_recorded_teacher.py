@@ -202,3 +202,42 @@ def test_the_real_chexnet_predictions_cover_the_nih_subset():
     assert float(cache.logits[0, column]) == pytest.approx(expected, rel=1e-5)
     summary = json.dumps(splits.summary())
     assert "14 classes" in summary
+
+
+def test_benchmark_tests_every_model_on_an_external_nih_folder_too(tmp_path):
+    """scripts/benchmark_recorded.py with --external_dataset: a second NIH-format folder, built here from part of
+    the real one, is tested in its own columns with its own intervals; the figure is written."""
+    import importlib.util
+    import shutil
+
+    root = require_shared(NIH_SUBSET)
+    table = pd.read_csv(root / "Data_Entry_2017_v2020.csv")
+    external = tmp_path / "external"
+    (external / "images").mkdir(parents=True)
+    part = table.iloc[-30:]
+    part.to_csv(external / "Data_Entry_2017_v2020.csv", index=False)
+    for name in part["Image Index"]:
+        shutil.copy(root / "images" / name, external / "images" / name)
+    spec = importlib.util.spec_from_file_location("benchmark_recorded", REPO_ROOT / "scripts" / "benchmark_recorded.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, figure = tmp_path / "recorded.json", tmp_path / "recorded.png"
+    code = module.main([
+        "--dataset_dir", str(root), "--teacher_predictions", str(require_shared(CHEXNET)), "--seeds", "1",
+        "--epochs", "1", "--image_size", "32", "--batch_size", "16", "--max_images", "32",
+        "--bootstrap_resamples", "20", "--no_localization", "--external_dataset", "nih",
+        "--external_dataset_dir", str(external), "--models", "3-conv student alone",
+        "3-conv student from recorded teacher", "--work_dir", str(tmp_path / "work"), "--out", str(out),
+        "--figure", str(figure)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    summary = report["summary"]
+    assert set(summary) == {"teacher (recorded predictions)", "3-conv student alone",
+                            "3-conv student from recorded teacher"}
+    for name, row in summary.items():  # every model, the teacher included, on both test sets
+        assert row["external_images"] == 30 and row["test_images"] == 32, name
+        assert row["external_auc_macro_ci_low"] <= row["external_auc_macro"] <= row["external_auc_macro_ci_high"]
+        assert 0.0 <= row["test_ece_macro"] <= 1.0
+    assert "test_gain" in summary["3-conv student from recorded teacher"]
+    assert "external_gain" in summary["3-conv student from recorded teacher"]
+    assert figure.stat().st_size > 10_000
