@@ -116,3 +116,20 @@ def test_non_finite_loss_stops_with_the_iteration_and_the_term(tmp_path):
     message = str(found[0])
     assert "iteration" in message and "hard=" in message
     assert not (tmp_path / "model_final.pt").exists()
+
+
+def test_a_checkpoint_without_the_distiller_of_a_plain_stage_resumes(tmp_path):
+    """0.5.0 kept no 'distiller' entry for a stage without a teacher; NoTeacher has nothing to keep."""
+    from bundle.distill import NoTeacher
+    from bundle.handlers import ResumeCheckpoint
+    from bundle.losses import HardLabelLoss
+    from bundle.networks import ThreeConvStudent
+
+    network = ThreeConvStudent(in_channels=1, out_channels=2)
+    path = tmp_path / "last.pt"
+    torch.save({"network": network.state_dict(), "trainer": {"epoch": 2, "iteration": 8, "max_epochs": 4}}, path)
+    engine = Engine(lambda e, b: None)
+    engine.state.max_epochs = 4
+    handler = ResumeCheckpoint(path, {"network": network, "distiller": NoTeacher(network, HardLabelLoss("multiclass"))})
+    handler.load(engine)
+    assert handler.resumed_from == 2 and engine.state.iteration == 8

@@ -198,11 +198,15 @@ class ResumeCheckpoint:
         except Exception as error:  # never silently start over: the user decides
             raise RuntimeError(f"{self.path}: cannot read the resume checkpoint ({error}); "
                                f"delete it to start again, or pass --resume false") from error
-        missing = sorted(set(self.objects) - set(state))
+        # an object with nothing to keep (the distiller of a stage without a teacher) is not required, so that
+        # checkpoints written before every stage had a distiller resume too
+        missing = sorted(name for name in set(self.objects) - set(state) if self.objects[name].state_dict())
         if missing:
             raise RuntimeError(f"{self.path}: the resume checkpoint has no {missing}; it is from another "
                                f"configuration (delete it, or pass --resume false)")
         for name, obj in self.objects.items():
+            if name not in state:
+                continue
             try:
                 obj.load_state_dict(state[name])
             except (RuntimeError, ValueError, KeyError) as error:
