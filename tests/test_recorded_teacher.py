@@ -241,3 +241,39 @@ def test_benchmark_tests_every_model_on_an_external_nih_folder_too(tmp_path):
     assert "test_gain" in summary["3-conv student from recorded teacher"]
     assert "external_gain" in summary["3-conv student from recorded teacher"]
     assert figure.stat().st_size > 10_000
+
+
+def test_record_predictions_covers_in_memory_data_sets(tmp_path):
+    """scripts/record_predictions.py on a MedMNIST-style .npz (images in memory, ids 'train-<i>'): a student
+    distilled from the file gets the live teacher's soft loss."""
+    import importlib.util
+
+    from monai.networks.nets import DenseNet121
+
+    generator = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 16), ("val", 6), ("test", 6)):
+        arrays[f"{split}_images"] = generator.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(-1, 1)
+    np.savez(tmp_path / "pneumoniamnist.npz", **arrays)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "assistant.pt"
+    torch.save(DenseNet121(spatial_dims=2, in_channels=1, out_channels=2).state_dict(), ckpt)
+    data = {"dataset": "pneumoniamnist", "dataset_dir": str(tmp_path), "image_size": 32, "batch_size": 8,
+            "device": "cpu", "augment": False, "loss_weights": {"hard": 1.0, "soft": 1.0, "feature": 0.0}}
+    spec = importlib.util.spec_from_file_location("record_predictions", REPO_ROOT / "scripts" / "record_predictions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--stage", "assistant", "--ckpt", str(ckpt), "--split", "train", "--out",
+                        str(tmp_path / "recorded"), "--set", "dataset=pneumoniamnist", f"dataset_dir={tmp_path}",
+                        "image_size=32"]) == 0
+    table = pd.read_csv(tmp_path / "recorded" / "predictions.csv")
+    assert table["image"].tolist() == [f"train-{i}" for i in range(16)] and list(table.columns[3:5]) == [
+        "Normal", "Pneumonia"]
+    live = _parse("configs/student.json", tmp_path / "live", assistant_ckpt=str(ckpt), **data)
+    recorded = _parse("configs/student.json", tmp_path / "file",
+                      teacher_predictions=str(tmp_path / "recorded" / "predictions.csv"), **data)
+    batch = _first_batch(live)
+    network = live.parser.get_parsed_content("network").eval()
+    soft = [w.parser.get_parsed_content("distiller").forward_train(batch, network)[1]["soft"] for w in (live, recorded)]
+    torch.testing.assert_close(soft[1], soft[0], rtol=1e-4, atol=1e-6)

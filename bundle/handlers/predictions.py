@@ -74,18 +74,21 @@ class PredictionWriter:
     def collect(self, engine: Engine) -> None:
         for sample, output in zip(engine.state.batch, engine.state.output):
             error = str(sample.get(self.error_key) or "")
-            image = str(sample.get(self.filename_key, ""))
-            if error:
-                error = error[len(image) + 2:] if error.startswith(f"{image}: ") else error  # the row names the file
-                self.rows.append({"image": image, "status": "error", "predicted": [], "probabilities": {},
-                                  "error": error})
-                continue
-            probabilities = torch.as_tensor(output["pred"]).detach().float().cpu().reshape(-1).tolist()
-            if len(probabilities) != len(self.class_names):
-                raise ValueError(f"the network gives {len(probabilities)} outputs for {len(self.class_names)} "
-                                 f"class names {self.class_names}")
-            self.rows.append({"image": image, "status": "ok", "predicted": self.predicted(probabilities),
-                              "probabilities": dict(zip(self.class_names, probabilities)), "error": ""})
+            probabilities = None if error else torch.as_tensor(output["pred"]).detach().float().cpu().reshape(-1).tolist()
+            self.add(str(sample.get(self.filename_key, "")), probabilities, error)
+
+    def add(self, image: str, probabilities: list[float] | None, error: str = "") -> None:
+        """One row: the image's class probabilities, or (``probabilities`` None) why it has none."""
+        if error or probabilities is None:
+            error = error[len(image) + 2:] if error.startswith(f"{image}: ") else error  # the row names the file
+            self.rows.append({"image": image, "status": "error", "predicted": [], "probabilities": {},
+                              "error": error})
+            return
+        if len(probabilities) != len(self.class_names):
+            raise ValueError(f"the network gives {len(probabilities)} outputs for {len(self.class_names)} "
+                             f"class names {self.class_names}")
+        self.rows.append({"image": image, "status": "ok", "predicted": self.predicted(probabilities),
+                          "probabilities": dict(zip(self.class_names, probabilities)), "error": ""})
 
     def write(self, engine: Engine | None = None) -> None:
         buffer = io.StringIO()
