@@ -436,7 +436,7 @@ def test_too_small_image_is_refused(tmp_path):
     with pytest.raises(CXRDataError, match="image is 8x8, smaller than the minimum"):
         load_cxr(tmp_path / "tiny.png")
     # width x height, not rows x columns
-    Image.fromarray(np.zeros((10, 40), np.uint8)).save(tmp_path / "strip.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (10, 40), dtype=np.uint8)).save(tmp_path / "strip.png")
     with pytest.raises(CXRDataError, match="image is 40x10"):
         load_cxr(tmp_path / "strip.png")
     assert load_cxr(tmp_path / "strip.png", min_size=10).shape == (10, 40)
@@ -462,12 +462,12 @@ def test_nifti_round_trip_keeps_orientation(tmp_path, add_slice_axis):
     np.testing.assert_allclose(loaded, min_max(image), atol=1e-6)
 
 
-def test_nifti_constant_image_gives_zeros(tmp_path):
+def test_nifti_constant_image_is_refused(tmp_path):
     path = tmp_path / "constant.nii"
     nib.save(nib.Nifti1Image(np.full((30, 20), 7.0, np.float32), np.eye(4)), path)
-    loaded = load_cxr(path)
-    assert loaded.shape == (20, 30)
-    assert not loaded.any()
+    with pytest.raises(CXRDataError, match="constant image") as info:
+        load_cxr(path)
+    assert str(path) in str(info.value)
 
 
 def test_nifti_nan_is_refused(tmp_path):
@@ -560,27 +560,33 @@ def test_load_cxrd_missing_key():
     assert LoadCXRd(allow_missing_keys=True)({"label": 1}) == {"label": 1}
 
 
+def _with_black_pixel(array):
+    array[..., 0, 0] = 0  # (the other pixels carry the value under test; a constant image is refused)
+    return array
+
+
 @pytest.mark.parametrize(
     "array, expected",
     [
         (np.full((20, 20), 65535, np.uint16), 1.0),
         (np.full((20, 20), 255, np.uint8), 1.0),
         (np.full((1, 20, 20), 0.25, np.float32), 0.25),
-        (np.full((20, 20, 1), 1.5, np.float64), 1.0),  # floats are clipped to [0, 1]
+        (np.full((20, 20, 1), 1.5, np.float64)[..., 0], 1.0),  # floats are clipped to [0, 1]
         (torch.full((20, 20), 51, dtype=torch.uint8), 0.2),
         (np.full((20, 20), True), 1.0),
     ],
 )
 def test_arrays_pass_through_with_scaling(array, expected):
-    image = LoadCXR()(array)
+    image = LoadCXR()(_with_black_pixel(array))
     assert image.shape == (1, 20, 20) and image.dtype == torch.float32
-    np.testing.assert_allclose(image.numpy(), expected, atol=1e-7)
+    np.testing.assert_allclose(image.numpy()[0, 1:, 1:], expected, atol=1e-7)
+    assert image[0, 0, 0] == 0.0
 
 
 def test_array_colour_and_errors():
     rgb = np.zeros((20, 20, 3), np.uint8)
-    rgb[..., 1] = 255
-    np.testing.assert_allclose(array_to_cxr(rgb), 0.587, atol=1e-6)
+    rgb[1:, :, 1] = 255
+    np.testing.assert_allclose(array_to_cxr(rgb)[1:], 0.587, atol=1e-6)
     with pytest.raises(CXRDataError, match="NaN"):
         array_to_cxr(np.full((20, 20), np.nan))
     with pytest.raises(CXRDataError, match="shape"):
@@ -599,3 +605,219 @@ def test_load_cxr_transform_on_real_dicom_path_with_require_chest_false(tmp_path
         image = LoadCXR(require_chest=False)(path)
     assert image.shape == (1, 1760, 1760)
     assert image.meta["filename_or_obj"] == str(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# images that would load to the wrong picture: partial-range integers, no contrast, a header that lies
+
+
+def _png16(path: Path, values: np.ndarray, sbit: int | None = None) -> Path:
+    """A 16-bit greyscale PNG of ``values``, with an ``sBIT`` chunk of ``sbit`` bits right after IHDR."""
+    import struct
+    import zlib
+
+    Image.fromarray(values.astype(np.uint16)).save(path)
+    if sbit is not None:
+        data = path.read_bytes()
+        chunk = struct.pack(">I", 1) + b"sBIT" + bytes([sbit])
+        chunk += struct.pack(">I", zlib.crc32(b"sBIT" + bytes([sbit])) & 0xFFFFFFFF)
+        path.write_bytes(data[:33] + chunk + data[33:])  # signature (8) + IHDR chunk (25)
+    return path
+
+
+def _detector_image(bits: int, rows: int = 24, cols: int = 32) -> np.ndarray:
+    """Values over most of a ``bits``-bit range (0 .. 2**bits - 1), as a detector writes them."""
+    return np.linspace(0, 2**bits - 1, rows * cols).round().reshape(rows, cols)
+
+
+@pytest.mark.parametrize("bits", [10, 12, 14])
+def test_16_bit_png_with_sbit_is_scaled_by_its_significant_bits(tmp_path, bits):
+    values = _detector_image(bits)
+    path = _png16(tmp_path / f"sbit{bits}.png", values, sbit=bits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file says its depth: no warning
+        image = load_cxr(path)
+    np.testing.assert_allclose(image, values / (2**bits - 1), atol=1e-6)
+    assert image.max() == 1.0
+
+
+def test_16_bit_png_with_sbit_and_samples_scaled_up_uses_the_container(tmp_path):
+    """The PNG standard's way: 12-bit samples shifted into the 16-bit range, sBIT 12: already full range."""
+    values = _detector_image(12) * 16
+    image = load_cxr(_png16(tmp_path / "scaled.png", values, sbit=12))
+    np.testing.assert_allclose(image, values / 65535, atol=1e-6)
+
+
+@pytest.mark.parametrize("bits, writer", [(12, "png"), (10, "png"), (14, "png"), (12, "tif")])
+def test_partial_range_16_bit_image_without_sbit_is_scaled_by_rule_with_a_warning(tmp_path, bits, writer):
+    values = (_detector_image(bits)[:, ::-1] * 0.9).round()  # not reaching the top of its range either
+    path = tmp_path / f"partial{bits}.{writer}"
+    if writer == "png":
+        _png16(path, values)
+    else:
+        Image.fromarray(values.astype(np.uint16)).save(path)
+    from bundle.data.io import PartialRangeWarning
+
+    with pytest.warns(PartialRangeWarning, match=f"{path}.*read as {bits}-bit data"):
+        image = load_cxr(path)
+    np.testing.assert_allclose(image, values / (2**bits - 1), atol=1e-6)
+    assert image.max() > 0.85  # not ~6% of the range
+
+
+def test_full_range_16_bit_png_is_unchanged_and_not_warned(tmp_path):
+    values = _detector_image(16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = load_cxr(_png16(tmp_path / "full.png", values))
+    np.testing.assert_allclose(image, values / 65535, atol=1e-6)
+
+
+def test_partial_range_uint16_array_follows_the_same_rule():
+    from bundle.data.io import PartialRangeWarning
+
+    values = _detector_image(12).astype(np.uint16)
+    with pytest.warns(PartialRangeWarning, match="in-memory array"):
+        image = array_to_cxr(values)
+    np.testing.assert_allclose(image, values / 4095, atol=1e-6)
+
+
+def test_partial_range_16_bit_colour_png_is_refused(tmp_path):
+    import struct
+    import zlib
+
+    rows, cols = 20, 30
+    rgb = np.repeat(_detector_image(12, rows, cols)[..., None], 3, axis=2).astype(">u2")
+    raw = b"".join(b"\x00" + rgb[i].tobytes() for i in range(rows))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path = tmp_path / "colour16.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", cols, rows, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    with pytest.raises(CXRDataError, match="16-bit colour PNG whose values use only part") as info:
+        load_cxr(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("name, array", [
+    ("black.png", np.zeros((32, 32), np.uint8)),
+    ("white.png", np.full((32, 32), 255, np.uint8)),
+    ("grey16.png", np.full((32, 32), 30000, np.uint16)),
+    ("grey.jpg", np.full((32, 32), 128, np.uint8)),
+    ("grey.tif", np.full((32, 32), 700, np.uint16)),
+])
+def test_constant_images_are_refused_by_name(tmp_path, name, array):
+    path = tmp_path / name
+    Image.fromarray(array).save(path)
+    with pytest.raises(CXRDataError, match="constant image") as info:
+        load_cxr(path)
+    assert str(path) in str(info.value)
+
+
+def test_image_with_less_than_one_grey_level_of_contrast_is_refused(tmp_path):
+    values = np.full((32, 32), 40000, np.uint16)
+    values[::2] += 100  # 100 / 65535: less than 1/255
+    with pytest.raises(CXRDataError, match="constant image: values span only"):
+        load_cxr(_png16(tmp_path / "flat.png", values))
+
+
+@pytest.mark.parametrize("elements", [
+    {"RescaleSlope": 0, "RescaleIntercept": -1024},  # every pixel -1024
+    {"WindowCenter": 60000, "WindowWidth": 10},  # every pixel below the window: all black
+])
+def test_dicom_that_becomes_one_value_is_refused(tmp_path, elements):
+    path = write_dicom(tmp_path / "flat.dcm", gradient_image(32, 32).astype(np.uint16), **elements)
+    with pytest.raises(CXRDataError, match="constant image") as info:
+        load_cxr(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("rows, columns, frames", [(32, 30, None), (30, 32, None), (16, 32, None), (32, 32, 2)])
+def test_dicom_whose_pixel_data_length_disagrees_with_its_header_is_refused(tmp_path, rows, columns, frames):
+    """Written for 32 x 32 pixels, one frame; the header says otherwise: no sheared image, a named refusal."""
+    path = write_dicom(tmp_path / "liar.dcm", gradient_image(32, 32).astype(np.uint16))
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = rows, columns
+    if frames:
+        ds.NumberOfFrames = frames
+    ds.save_as(path)
+    with pytest.raises(CXRDataError, match="pixel data is 2048 bytes, but Rows x Columns") as info:
+        load_cxr(path)
+    assert str(path) in str(info.value)
+
+
+def test_dicom_pixel_data_with_one_padding_byte_loads(tmp_path):
+    pixels = (gradient_image(17, 17) % 256).astype(np.uint8)
+    path = write_dicom(tmp_path / "odd.dcm", pixels, BitsAllocated=8, BitsStored=8, HighBit=7)
+    assert len(pydicom.dcmread(path).PixelData) == 290  # 289 + 1 padding byte
+    np.testing.assert_allclose(load_cxr(path), min_max(pixels.astype(float)), atol=1e-6)
+
+
+def test_bare_dicom_without_preamble_or_extension_is_read(tmp_path):
+    pixels = gradient_image(32, 32).astype(np.uint16)
+    source = write_dicom(tmp_path / "with_preamble.dcm", pixels)
+    ds = pydicom.dcmread(source)
+    del ds.file_meta
+    ds.preamble = None
+    bare = tmp_path / "IM0002"  # no extension, no 'DICM': the data set alone, as old archives write it
+    ds.save_as(bare, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    assert bare.read_bytes()[128:132] != b"DICM"
+    np.testing.assert_allclose(load_cxr(bare), min_max(pixels.astype(float)), atol=1e-6)
+
+
+def test_formats_the_loader_does_not_read_are_refused_by_name(tmp_path):
+    path = tmp_path / "scan"
+    Image.fromarray(gradient_image(32, 32).astype(np.uint8)).save(path, format="GIF")
+    with pytest.raises(CXRDataError, match="GIF file, a format the loader does not read") as info:
+        load_cxr(path)
+    assert str(path) in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# what a path is, when it is not an image file: described, never opened
+
+
+def _special_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    import socket
+
+    entries = {}
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    entries["fifo"] = (fifo, "is a named pipe (FIFO), not an image file")
+    sock_path = tmp_path / "s.png"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock_path))
+    server.close()
+    entries["socket"] = (sock_path, "is a socket, not an image file")
+    entries["device"] = (Path("/dev/null"), "is a character device, not an image file")
+    (tmp_path / "folder.png").mkdir()
+    entries["directory"] = (tmp_path / "folder.png", "is a directory, not an image file")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    entries["dangling"] = (tmp_path / "dangling.png", f"dangling symbolic link (to '{tmp_path / 'gone.png'}'")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    entries["loop"] = (tmp_path / "loop.png", "symbolic link loop")
+    entries["missing"] = (tmp_path / "missing.png", "file does not exist")
+    return entries
+
+
+def test_paths_that_are_not_image_files_are_described_and_never_opened(tmp_path):
+    import threading
+
+    from bundle.data.io import path_problem
+
+    for kind, (path, problem) in _special_files(tmp_path).items():
+        assert problem in path_problem(path), kind
+        outcome = []
+
+        def load(path=path):
+            try:
+                load_cxr(path)
+            except CXRDataError as error:
+                outcome.append(str(error))
+
+        worker = threading.Thread(target=load, daemon=True)
+        worker.start()
+        worker.join(10)  # a FIFO opened for reading would block here for ever
+        assert not worker.is_alive(), f"load_cxr blocked on a {kind}"
+        assert outcome and str(path) in outcome[0] and problem in outcome[0], (kind, outcome)

@@ -36,11 +36,14 @@ Every problem raises :class:`~bundle.data.errors.CXRDataError` naming the file.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import unicodedata
 import warnings
 from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -61,7 +64,9 @@ __all__ = [
     "LoadCXR",
     "LoadCXRd",
     "array_to_cxr",
+    "PartialRangeWarning",
     "load_cxr",
+    "path_problem",
     "read_dicom_header",
 ]
 
@@ -77,14 +82,38 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 """File name endings :func:`load_cxr` recognises (DICOM is also recognised by content, any name)."""
 
 _PILLOW_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*")
+# formats recognised by their signature only to name them in the refusal
+_UNSUPPORTED_SIGNATURES = (
+    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"\x00\x00\x00\x0cjP  \r\n", "JPEG 2000 (.jp2)"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000 codestream (.j2k)"), (b"%PDF", "PDF"), (b"PK\x03\x04", "ZIP archive"),
+    (b"\x00\x00\x00\x18ftypheic", "HEIC"), (b"\x00\x00\x00\x1cftypavif", "AVIF"),
+)
+_SPECIAL_FILE_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+}
 
 # BodyPartExamined values (upper case, accents removed) that mean a chest; matched as substrings,
 # so "CHEST_LUNG", "CHESTABDOMEN" or "TORAX" (es/pt) count.
 _CHEST_BODY_PARTS = ("CHEST", "THORAX", "THORACIC", "LUNG", "TORAX", "TORACE")
 # Modalities that are projection radiographs (or unspecified "other").
 _RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT"})
+# Bit depths of detector data stored in wider containers, tried smallest first (see _scale_integer).
+_COMMON_BIT_DEPTHS = (8, 10, 12, 14)
+# An image whose values span less than this (one grey level of an 8-bit display) has no contrast.
+_MIN_CONTRAST = 1.0 / 255.0
 # ITU-R BT.601 luma, the weights Pillow uses for mode "L".
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
+
+
+
+
+class PartialRangeWarning(UserWarning):
+    """A 16-bit image without significant-bits information was scaled by the bits its values use.
+
+    Names the file; silence it with ``warnings.filterwarnings("ignore", category=PartialRangeWarning)``
+    for data sets known to hold such files (PadChest's 12-bit PNGs).
+    """
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,8 +164,9 @@ def array_to_cxr(
 ) -> np.ndarray:
     """Bring an in-memory image (e.g. a MedMNIST entry) to float32 (H, W) in [0, 1].
 
-    ``uint8`` is divided by 255, ``uint16`` by 65535, ``bool`` maps to 0/1, other integer types
-    by 255 or 65535 depending on their maximum; floating-point arrays are assumed to be in
+    ``uint8`` is divided by 255, ``uint16`` by 65535 (or, for values that use only 8, 10, 12 or 14
+    bits, by that depth's maximum, with a :class:`PartialRangeWarning`), ``bool`` maps to 0/1, other
+    integer types likewise by their maximum; floating-point arrays are assumed to be in
     [0, 1] already and are clipped. Accepted shapes: (H, W), (1, H, W), (H, W, 1), and colour
     (H, W, 3|4) or (3, H, W), which is converted to luminance.
 
@@ -251,13 +281,46 @@ class LoadCXRd(MapTransform):
 # format detection and common steps
 
 
+def path_problem(path: PathLike) -> str | None:
+    """What keeps ``path`` from being an image file, without opening it; None for a non-empty regular file.
+
+    Looks only at the file system entry (``lstat``/``stat``), so a named pipe, socket or device
+    is described and never opened (opening a FIFO blocks until something writes to it). The
+    problems: "file does not exist", "dangling symbolic link ...", "symbolic link loop ...",
+    "is a directory ...", "is a named pipe (FIFO) ...", "is a socket ...", "is a character /
+    block device ...", "cannot read file: ...", "empty file (0 bytes)".
+    """
+    name = os.fspath(path)
+    try:
+        link = os.lstat(name)
+    except FileNotFoundError:
+        return "file does not exist"
+    except OSError as exc:
+        return f"cannot read file: {_reason(exc)}"
+    try:
+        info = os.stat(name)
+    except FileNotFoundError:
+        if stat.S_ISLNK(link.st_mode):
+            return f"dangling symbolic link (to {os.readlink(name)!r}, which does not exist)"
+        return "file does not exist"  # a parent folder is a dangling link
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (the link leads back to itself), not an image file"
+        return f"cannot read file: {_reason(exc)}"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory, not an image file"
+    if not stat.S_ISREG(info.st_mode):
+        kind = _SPECIAL_FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        return f"is {kind}, not an image file (skipped without opening it)"
+    if info.st_size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise CXRDataError(path, "file does not exist")
-    if path.is_dir():
-        raise CXRDataError(path, "is a directory, not an image file")
-    if path.stat().st_size == 0:
-        raise CXRDataError(path, "empty file (0 bytes)")
+    problem = path_problem(path)
+    if problem is not None:
+        raise CXRDataError(path, problem)
 
 
 def _detect_format(path: Path) -> str:
@@ -281,12 +344,33 @@ def _detect_format(path: Path) -> str:
         return "nifti"
     if name.endswith(_ITK_EXTENSIONS):
         return "itk"
+    if _looks_like_bare_dicom(head):  # a DICOM data set without preamble and 'DICM', any name
+        return "dicom"
     suffix = "".join(path.suffixes[-2:]) or "none"
-    raise CXRDataError(
-        path,
-        f"unknown image format (extension '{suffix}', no DICOM/PNG/JPEG/BMP/TIFF signature); "
-        f"supported: {', '.join(IMAGE_EXTENSIONS)} or DICOM with any name",
-    )
+    known = next((fmt for signature, fmt in _UNSUPPORTED_SIGNATURES if head.startswith(signature)), None)
+    if known is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        known = "WebP"
+    what = f"{known} file, a format the loader does not read" if known else \
+        f"unknown image format (extension '{suffix}', no DICOM/PNG/JPEG/BMP/TIFF signature)"
+    raise CXRDataError(path, f"{what}; supported: {', '.join(IMAGE_EXTENSIONS)} or DICOM with any name")
+
+
+def _looks_like_bare_dicom(head: bytes) -> bool:
+    """A DICOM data set written without the 128-byte preamble and 'DICM' (allowed by older software).
+
+    Such a file starts with its first element, of group 0x0002 (file meta) or 0x0008 (identifying):
+    the tag in little-endian order, then two upper-case letters (explicit VR) or a 4-byte length
+    (implicit VR). :func:`_read_dicom` then checks that image elements are really there.
+    """
+    if len(head) < 8:
+        return False
+    group, element = int.from_bytes(head[0:2], "little"), int.from_bytes(head[2:4], "little")
+    if group not in (0x0002, 0x0008) or element > 0x0100:
+        return False
+    vr = head[4:6]
+    if vr.isalpha() and vr.isupper():
+        return True
+    return int.from_bytes(head[4:8], "little") < 0x1000  # implicit VR: a short first value
 
 
 def _finish(image: np.ndarray, path: PathLike, min_size: int) -> np.ndarray:
@@ -303,11 +387,27 @@ def _finish(image: np.ndarray, path: PathLike, min_size: int) -> np.ndarray:
         low, high = float(image.min()), float(image.max())  # NaN or +-inf anywhere shows in these
         if not (np.isfinite(low) and np.isfinite(high)):
             raise CXRDataError(path, "image contains NaN or infinite values")
+        _require_contrast(min(max(low, 0.0), 1.0), min(max(high, 0.0), 1.0), path)
         if low < 0.0 or high > 1.0:
             np.clip(image, 0.0, 1.0, out=image)
         return image
     _require_finite(image, path)
-    return np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32)
+    image = np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32)
+    _require_contrast(float(image.min()), float(image.max()), path)
+    return image
+
+
+def _require_contrast(low: float, high: float, path: PathLike) -> None:
+    """Refuse an image without contrast (all black, all white, one grey): it holds nothing to classify,
+    and a network would still give it confident-looking probabilities."""
+    if high - low >= _MIN_CONTRAST:
+        return
+    if high == low:
+        shade = "all black" if high <= 0.0 else "all white" if high >= 1.0 else f"all grey {high:.3g}"
+        detail = f"every pixel is the same ({shade})"
+    else:
+        detail = f"values span only {low:.4f}..{high:.4f}, less than one 8-bit grey level"
+    raise CXRDataError(path, f"constant image: {detail}; nothing to classify")
 
 
 def _require_finite(values: np.ndarray, path: PathLike) -> None:
@@ -338,11 +438,11 @@ def _integer_to_unit_range(values: np.ndarray, name: str) -> np.ndarray:
     if values.dtype == np.uint8:
         return values / 255.0
     if values.dtype == np.uint16:
-        return values / 65535.0
+        return _scale_integer(values, 16, None, name)
     low, high = int(values.min()), int(values.max())
     if low < 0 or high > 65535:
         raise CXRDataError(name, f"{values.dtype} values {low}..{high} are neither 8- nor 16-bit")
-    return values / (255.0 if high <= 255 else 65535.0)
+    return values / 255.0 if high <= 255 else _scale_integer(values, 16, None, name)
 
 
 def _squeeze_to_2d_or_colour(array: np.ndarray, name: str) -> np.ndarray:
@@ -368,31 +468,33 @@ def _squeeze_to_2d_or_colour(array: np.ndarray, name: str) -> np.ndarray:
 def _load_pillow(path: Path) -> np.ndarray:
     from PIL import Image, ImageOps
 
+    png = _read_png_header(path)
     try:
         with Image.open(path) as img:
             img.load()  # decodes now, so truncated files raise here
             if getattr(img, "n_frames", 1) > 1:
                 warnings.warn(f"{path}: {img.n_frames} frames, using the first", stacklevel=3)
             upright = ImageOps.exif_transpose(img)  # phone/web JPEGs may carry an EXIF rotation
-            return _pillow_to_unit_range(upright, path)
+            return _pillow_to_unit_range(upright, path, png)
     except CXRDataError:
         raise
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError...
         raise CXRDataError(path, f"cannot decode image: {_reason(exc)}") from exc
 
 
-def _pillow_to_unit_range(img: Image.Image, path: Path) -> np.ndarray:
+def _pillow_to_unit_range(img: Image.Image, path: Path, png: _PNGHeader | None = None) -> np.ndarray:
     mode = img.mode
+    significant = png.significant_bits if png is not None else None
     if mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF)
         values = np.asarray(img)
         if np.issubdtype(values.dtype, np.unsignedinteger):
-            return values / 65535.0
+            return _scale_integer(values, 16, significant, path)
         return _min_max_scale(values)
     if mode == "I":  # 32-bit int: 16-bit PNGs on some Pillow versions, int TIFFs
-        values = np.asarray(img, dtype=np.float64)
-        max_value = 2.0 ** _pillow_bits_per_sample(img, default=16) - 1
-        if values.min() >= 0 and values.max() <= max_value:
-            return values / max_value
+        values = np.asarray(img)
+        bits = 16 if png is not None else _pillow_bits_per_sample(img, default=16)
+        if values.min() >= 0 and values.max() <= 2**bits - 1:
+            return _scale_integer(values, bits, significant, path)
         return _min_max_scale(values)
     if mode == "F":  # float TIFF: keep if already in [0, 1]
         values = np.asarray(img, dtype=np.float64)
@@ -400,10 +502,98 @@ def _pillow_to_unit_range(img: Image.Image, path: Path) -> np.ndarray:
         return values if values.min() >= 0 and values.max() <= 1 else _min_max_scale(values)
     if mode == "1":
         return np.asarray(img, dtype=np.float64)
+    if png is not None and png.bit_depth == 16:
+        _refuse_partial_range_colour_png(img, path, png)
     if mode in ("L", "LA", "La"):
-        return np.asarray(img.getchannel(0), dtype=np.float64) / 255.0
+        values = np.asarray(img.getchannel(0))
+        return _scale_integer(values, 8, significant, path) if significant is not None else values / 255.0
     # RGB, RGBA, P, PA, CMYK, YCbCr, ...: 8-bit colour -> luminance
     return _luminance(np.asarray(img.convert("RGB"))) / 255.0
+
+
+class _PNGHeader(NamedTuple):
+    bit_depth: int
+    colour_type: int
+    significant_bits: int | None  # sBIT of the grey (or first colour) channel; None without sBIT
+
+
+def _read_png_header(path: Path) -> _PNGHeader | None:
+    """Bit depth, colour type and significant bits (``sBIT``) of a PNG; None for other files.
+
+    Pillow does not report ``sBIT``, so the chunks before the image data are walked here
+    (``sBIT`` must come before ``IDAT``); nothing is decompressed.
+    """
+    try:
+        with path.open("rb") as stream:
+            if stream.read(8) != b"\x89PNG\r\n\x1a\n":
+                return None
+            bit_depth = colour_type = None
+            significant = None
+            for _ in range(256):  # chunks before IDAT: IHDR, PLTE, sBIT, text, ICC ...
+                header = stream.read(8)
+                if len(header) < 8:
+                    break
+                length, kind = int.from_bytes(header[:4], "big"), header[4:]
+                if kind == b"IHDR":
+                    data = stream.read(length)
+                    bit_depth, colour_type = data[8], data[9]
+                    stream.seek(4, os.SEEK_CUR)
+                elif kind == b"sBIT":
+                    data = stream.read(length)
+                    significant = data[0] if data else None
+                    stream.seek(4, os.SEEK_CUR)
+                elif kind in (b"IDAT", b"IEND"):
+                    break
+                else:
+                    stream.seek(length + 4, os.SEEK_CUR)
+    except (OSError, IndexError):
+        return None  # Pillow then reports the damaged file
+    if bit_depth is None:
+        return None
+    if significant is not None and not 1 <= significant <= bit_depth:
+        warnings.warn(f"{path}: ignoring an sBIT chunk of {significant} bits in a {bit_depth}-bit PNG", stacklevel=4)
+        significant = None
+    return _PNGHeader(bit_depth, colour_type, significant)
+
+
+def _scale_integer(values: np.ndarray, container_bits: int, significant_bits: int | None, source: PathLike) -> np.ndarray:
+    """Integer grey values (>= 0) to [0, 1] by the bits the data really use, not only the container's.
+
+    Detector data of 10, 12 or 14 bits are often stored in 16-bit PNG/TIFF containers as they are
+    (0..4095 for 12 bits): divided by 65535 they would load at about 6% brightness. The rule:
+
+    1. The file says its significant bits ``b`` (PNG ``sBIT``): values up to ``2**b - 1`` are raw
+       ``b``-bit data, scaled by ``2**b - 1``; larger values mean the writer scaled the samples up to
+       the container, as the PNG standard asks, and the container's maximum is used.
+    2. Otherwise, for containers of more than 8 bits: the smallest of 8, 10, 12, 14 bits that holds
+       the image's maximum is taken as its depth, with a :class:`PartialRangeWarning` naming the file;
+       an image that needs more bits is scaled by the container's maximum.
+    """
+    high = int(values.max()) if values.size else 0
+    if significant_bits is not None and significant_bits < container_bits:
+        limit = 2**significant_bits - 1
+        return values / float(limit if high <= limit else 2**container_bits - 1)
+    if significant_bits is None and container_bits > 8 and high > int(values.min()):  # (constant: refused later)
+        for bits in _COMMON_BIT_DEPTHS:
+            if bits < container_bits and high <= 2**bits - 1:
+                warnings.warn(PartialRangeWarning(
+                    f"{source}: {container_bits}-bit image without significant-bits information (PNG sBIT) uses "
+                    f"values {int(values.min())}..{high} only: read as {bits}-bit data (scaled by {2**bits - 1}, "
+                    f"not {2**container_bits - 1})"), stacklevel=5)
+                return values / float(2**bits - 1)
+    return values / float(2**container_bits - 1)
+
+
+def _refuse_partial_range_colour_png(img: Image.Image, path: Path, png: _PNGHeader) -> None:
+    """Pillow reads 16-bit colour PNGs at 8 bits per channel (the high byte): fine for full-range data,
+    a few grey levels for 10- to 14-bit data, which is refused rather than loaded as a dark smudge."""
+    high = int(np.asarray(img.convert("RGB")).max())
+    partial = (png.significant_bits is not None and png.significant_bits <= 14) or high < 128
+    if partial:
+        raise CXRDataError(
+            path, f"16-bit colour PNG whose values use only part of the 16-bit range (sBIT "
+                  f"{png.significant_bits or 'absent'}, highest 8-bit value {high}): read at 8 bits per channel it "
+                  f"would keep {high + 1} grey levels; save it as a 16-bit greyscale PNG")
 
 
 def _pillow_bits_per_sample(img: Image.Image, default: int) -> int:
@@ -534,6 +724,7 @@ def _decode_dicom_pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         warnings.warn(f"{path}: multi-frame DICOM ({frames} frames), using the first", stacklevel=4)
+    _check_native_pixel_length(ds, path, frames)
     try:
         return pixel_array(ds, index=0 if frames > 1 else None)
     except NotImplementedError as exc:  # no decoder exists for this transfer syntax
@@ -554,6 +745,40 @@ def _decode_dicom_pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
         raise CXRDataError(path, f"cannot decode image: {_reason(exc)}") from exc
     except Exception as exc:  # truncated pixel data, inconsistent header, ...
         raise CXRDataError(path, f"cannot decode image: {_reason(exc)}") from exc
+
+
+def _check_native_pixel_length(ds: pydicom.Dataset, path: Path, frames: int) -> None:
+    """Refuse uncompressed pixel data whose length is not what Rows x Columns x frames x samples x bits say.
+
+    pydicom drops excess bytes with a warning (naming no file), which loads a sheared image when
+    Rows or Columns are wrong; a short one fails in pydicom. Compressed (encapsulated) data is
+    checked by its decoder. One byte of padding to an even length is allowed.
+    """
+    if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        return
+    keyword = next((k for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if k in ds), None)
+    if keyword is None:
+        return
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(keyword) or int(ds.BitsAllocated)
+        actual = len(ds[keyword].value)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        raise CXRDataError(path, f"cannot decode image: incomplete image header ({_reason(exc)})") from exc
+    values = rows * columns * frames * samples
+    expected = (values * bits + 7) // 8
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "YBR_FULL_422":
+        expected = expected // 3 * 2  # chroma subsampled: 2 samples' worth per pixel
+    if actual in (expected, expected + expected % 2):
+        return
+    why = "the file is cut short, or the header's size is wrong" if actual < expected else \
+        "the header does not describe the pixels: read as it is, the image would be sheared"
+    raise CXRDataError(
+        path,
+        f"cannot decode image: pixel data is {actual} bytes, but Rows x Columns x frames x samples x bits = "
+        f"{rows} x {columns} x {frames} x {samples} x {bits} bits need {expected} ({why})",
+    )
 
 
 def _dicom_to_unit_range(pixels: np.ndarray, ds: pydicom.Dataset, path: Path) -> np.ndarray:
@@ -577,6 +802,10 @@ def _dicom_to_unit_range(pixels: np.ndarray, ds: pydicom.Dataset, path: Path) ->
     _require_finite(pixels, path)
     values = apply_modality_lut(pixels, ds)
     low, high = float(np.min(values)), float(np.max(values))
+    if high <= low:
+        rescale = "stored pixels" if float(np.min(pixels)) == float(np.max(pixels)) else \
+            f"modality LUT / rescale (RescaleSlope {ds.get('RescaleSlope', 1)}, RescaleIntercept {ds.get('RescaleIntercept', 0)})"
+        raise CXRDataError(path, f"constant image: every pixel is {low:.6g} after the {rescale}; nothing to classify")
     try:
         if _has_voi_lut_sequence(ds) or _has_window(ds):
             low, high = _voi_output_range(ds)
