@@ -1,15 +1,24 @@
 """Inference inputs and outcome: which files to read, and what the run's exit status says.
 
 ``configs/inference.json`` reads a folder (searched recursively), one file, or a list
-of files: PNG, JPEG, BMP, TIFF, DICOM (any name: DICOM is recognised by content),
-NIfTI, MHA/NRRD. Files that cannot be read do not stop the run: the loader records
-the problem (``LoadCXRd(on_error="record")``), the other images are predicted, the
-bad ones are listed in ``predictions.csv`` / ``predictions.json`` with their problem,
-and :func:`raise_if_bad_inputs` ends the run with exit status 3, so a pipeline knows.
+of files. Every file of a folder is an input, whatever its name: PNG, JPEG, BMP, TIFF,
+DICOM (recognised by content, with or without preamble or extension), NIfTI, MHA/NRRD
+are predicted; anything else (a format the loader does not read, a text file, a named
+pipe, a socket, a device, a dangling symbolic link ...) is listed in ``predictions.csv`` /
+``predictions.json`` with its problem. Nothing is opened before the loader has checked
+what it is (a named pipe is never opened: that would block). Files that cannot be read do
+not stop the run: the loader records the problem (``LoadCXRd(on_error="record")``), the
+other images are predicted, and :func:`raise_if_bad_inputs` ends the run with exit status 3,
+so a pipeline knows.
+
+Hidden entries (names starting with ``.``, such as ``.DS_Store`` or ``.git/``) are not
+inputs; they are named in one log line. Symbolic links to folders are followed, each folder
+once.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -17,51 +26,74 @@ from pathlib import Path
 from typing import Any
 
 from bundle.data.errors import CXRDataError
-from bundle.data.io import IMAGE_EXTENSIONS
 
-__all__ = ["find_images", "raise_if_bad_inputs", "BAD_INPUTS_EXIT_STATUS"]
+__all__ = ["find_images", "raise_if_bad_inputs", "scan_folder", "BAD_INPUTS_EXIT_STATUS"]
 
 BAD_INPUTS_EXIT_STATUS = 3
+logger = logging.getLogger(__name__)
 
 
-def _is_dicom(path: Path) -> bool:
-    try:
-        with path.open("rb") as stream:
-            return stream.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
+def scan_folder(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """``(entries, hidden)`` below ``folder``, in sorted order: every entry that is not a folder, and the hidden ones.
 
+    Entries are not opened: regular files, special files (pipes, sockets, devices), dangling or
+    looping symbolic links all come back, for the loader to read or to describe. Folders
+    (also behind symbolic links) are searched, each real folder once; a hidden entry
+    (name starting with ``.``) is not searched or returned among the entries.
+    """
+    entries: list[Path] = []
+    hidden: list[Path] = []
+    seen: set[str] = set()
 
-def _candidates(folder: Path) -> list[Path]:
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(root) / name
-            if name.startswith("."):
+    def walk(directory: Path) -> None:
+        seen.add(os.path.realpath(directory))
+        try:
+            with os.scandir(directory) as iterator:
+                children = sorted(iterator, key=lambda entry: entry.name)
+        except OSError as exc:
+            raise CXRDataError(directory, f"cannot list folder: {exc.strerror or exc}") from exc
+        for child in children:
+            path = Path(child.path)
+            if child.name.startswith("."):
+                hidden.append(path)
                 continue
-            # images by name; anything else only if it is a DICOM (files like IM0001 or 1.2.840...)
-            if name.lower().endswith(IMAGE_EXTENSIONS) or _is_dicom(path):
-                found.append(path)
-    return found
+            try:
+                is_folder = child.is_dir()  # follows links; False for a dangling or looping one
+            except OSError:
+                is_folder = False
+            if not is_folder:
+                entries.append(path)
+            elif os.path.realpath(path) not in seen:
+                walk(path)
+
+    walk(Path(folder))
+    return entries, hidden
 
 
 def find_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     """Records ``{"image": path, "filename": path}`` for a folder (recursive), a file, or a list of files.
 
-    Files named in a list are kept even if they look wrong (the loader then reports
-    them); a folder contributes its image files. Raises :class:`CXRDataError` when the
-    source does not exist or holds no image.
+    A folder contributes every entry below it that is not a folder or hidden (see
+    :func:`scan_folder`): the loader then predicts or describes each. Files named in a list are
+    kept as they are. Raises :class:`CXRDataError` when the source does not exist or a folder
+    holds no file.
     """
     if source is None:
         raise CXRDataError(None, "no input given: set --dataset_dir to a folder, a file, or a list of files")
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             raise CXRDataError(path, "input folder or file does not exist")
-        paths = _candidates(path) if path.is_dir() else [path]
-        if not paths:
-            raise CXRDataError(path, f"no image files found (looked for {', '.join(IMAGE_EXTENSIONS)} and DICOM)")
+        if path.is_dir():
+            paths, hidden = scan_folder(path)
+            if hidden:
+                names = ", ".join(p.name for p in hidden[:5]) + (", ..." if len(hidden) > 5 else "")
+                logger.info("%s: %d hidden entr%s not read (%s)", path, len(hidden), "y" if len(hidden) == 1 else "ies",
+                            names)
+            if not paths:
+                raise CXRDataError(path, "no files found in the folder" + (" (only hidden ones)" if hidden else ""))
+        else:
+            paths = [path]
     else:
         paths = [Path(p).expanduser() for p in source]
         if not paths:
@@ -78,8 +110,9 @@ def raise_if_bad_inputs(writer: Any, exit_on_bad: bool = True) -> None:
     if not bad:
         return
     listing = "\n".join(f"  {row['image']}: {row['error']}" for row in bad[:20])
+    more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
     message = (f"{len(bad)} of {writer.count} input(s) could not be read and have no prediction "
-               f"(all listed in {writer.csv_path}):\n{listing}")
+               f"(all listed in {writer.csv_path}):\n{listing}{more}")
     print(message, file=sys.stderr)
     if exit_on_bad:
         raise SystemExit(BAD_INPUTS_EXIT_STATUS)

@@ -126,7 +126,7 @@ def test_app_writes_saliency_overlays(app_output):
     explained = record["positive_findings"] or [max(record["probabilities"], key=record["probabilities"].get)]
     assert sorted(record["saliency"]) == sorted(explained)
     for name in explained:
-        png = app_output / "saliency" / f"chest_cr_monochrome1_{name.replace(' ', '_')}.png"
+        png = app_output / "saliency" / f"chest_cr_monochrome1.dcm_{name.replace(' ', '_')}.png"
         assert str(png) in record["saliency"][name]
         with Image.open(png) as overlay:
             assert overlay.size == (IMAGE_SIZE, IMAGE_SIZE) and overlay.mode == "RGB"
@@ -149,7 +149,7 @@ def test_app_and_inference_config_agree(app_output, tmp_path, dicom, bundle_dir)
         assert app["probabilities"][name] == pytest.approx(row["probabilities"][name], abs=1e-6)
     assert app["positive_findings"] == row["predicted"]
     for name in app["saliency"]:
-        stem = f"chest_cr_monochrome1_{name.replace(' ', '_')}"
+        stem = f"chest_cr_monochrome1.dcm_{name.replace(' ', '_')}"
         np.testing.assert_allclose(np.load(app_output / "saliency" / f"{stem}.npy"),
                                    np.load(out / "saliency" / f"{stem}.npy"), atol=1e-5)
 
@@ -183,6 +183,44 @@ def test_bad_input_exits_2_naming_the_file(tmp_path, bundle_dir, capsys, case):
     message = capsys.readouterr().err
     assert f"error: {bad}:" in message and expected in message
     assert not (out / "classification.json").exists()
+
+
+@pytest.mark.timeout(600)
+def test_folder_input_lists_every_other_file_and_names_one_map_per_finding(tmp_path, dicom, bundle_dir):
+    """A UID-named DICOM among files of every kind (a named pipe too: never opened); every finding explained."""
+    _require_sdk()
+    import pydicom
+
+    from bundle.deploy.__main__ import main
+
+    permissive = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, permissive)
+    config = json.loads((permissive / "configs" / "inference.json").read_text())
+    config["threshold"] = 0.0  # every finding positive: several explained classes for one image
+    (permissive / "configs" / "inference.json").write_text(json.dumps(config))
+    folder = tmp_path / "study"
+    folder.mkdir()
+    image = folder / "1.2.826.0.1.3680043.8.498.1"  # UID file names share long prefixes
+    shutil.copy(dicom, image)
+    (folder / "notes.txt").write_text("not an image")
+    os.mkfifo(folder / "pipe")
+    header = pydicom.dcmread(dicom, stop_before_pixels=True)
+    header.save_as(folder / "1.2.826.0.1.3680043.8.498.2", enforce_file_format=True)  # no pixel data
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)).save(folder / "picture.png")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    out = tmp_path / "out"
+    assert main(["bundle.deploy", "-i", str(folder), "-o", str(out), "-m", str(permissive)]) == 0
+    record = json.loads((out / "classification.json").read_text())
+    assert record["source"]["file"] == str(image)
+    skipped = {Path(item["file"]).name: item["reason"] for item in record["skipped_inputs"]}
+    assert set(skipped) == {"notes.txt", "pipe", "1.2.826.0.1.3680043.8.498.2", "picture.png"}
+    assert "named pipe (FIFO)" in skipped["pipe"] and "without pixel data" in skipped["1.2.826.0.1.3680043.8.498.2"]
+    assert "not DICOM" in skipped["picture.png"] and "unknown image format" in skipped["notes.txt"]
+    assert len(record["positive_findings"]) == len(CLASSES) and len(record["saliency"]) == 3  # max_classes
+    files = [f for finding in record["saliency"].values() for f in finding]
+    assert len(set(files)) == len(files) == 6 and all(Path(f).is_file() for f in files)
+    for finding, (npy, png) in record["saliency"].items():
+        assert Path(npy).name == f"{image.name}_{finding.replace(' ', '_')}.npy" and png == npy[:-4] + ".png"
 
 
 @pytest.mark.slow

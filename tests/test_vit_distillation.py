@@ -117,8 +117,8 @@ def test_vit_inference_writes_predictions_and_attention_maps(tmp_path):
         row = rows[f"case{seed}.png"]
         assert row["status"] == "ok"
         assert float(row["Normal"]) + float(row["Abnormal"]) == pytest.approx(1.0, abs=1e-5)  # softmax pair
-        raw = np.load(out / "saliency" / f"case{seed}_attention.npy")
+        raw = np.load(out / "saliency" / f"case{seed}.png_attention.npy")
         assert raw.shape == (28, 28) and raw.dtype == np.float32
         assert raw.mean() == pytest.approx(1 / 49, rel=1e-3)  # upsampled from a 7 x 7 map summing to 1
-        assert (out / "saliency" / f"case{seed}_attention.png").is_file()
+        assert (out / "saliency" / f"case{seed}.png_attention.png").is_file()
     assert not list((out / "saliency").glob("empty*"))

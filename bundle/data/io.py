@@ -148,6 +148,18 @@ def load_cxr(path: PathLike, *, require_chest: bool = True, min_size: int = 16) 
     return _finish(image, path, min_size)
 
 
+def image_format(path: PathLike) -> str:
+    """``"dicom"``, ``"pillow"`` (PNG/JPEG/BMP/TIFF), ``"nifti"`` or ``"itk"``: how :func:`load_cxr` would read ``path``.
+
+    Signatures win over the name; DICOM is recognised with or without its preamble. Reads at
+    most the first 132 bytes, and only of a regular file (see :func:`path_problem`).
+
+    Raises:
+        CXRDataError: not a regular, non-empty file, or not a format the loader reads.
+    """
+    return _detect_format(Path(path))
+
+
 def read_dicom_header(path: PathLike) -> pydicom.Dataset:
     """Return the DICOM data set of ``path`` without its pixel data (fast; for checks).
 

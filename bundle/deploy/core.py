@@ -28,9 +28,9 @@ import torch
 
 from bundle.checkpoints import load_weights
 from bundle.data.errors import CXRDataError
-from bundle.data.io import load_cxr, read_dicom_header
+from bundle.data.io import image_format, load_cxr, path_problem, read_dicom_header
 from bundle.export import file_sha256
-from bundle.inference import find_images
+from bundle.inference import scan_folder
 
 __all__ = [
     "NOT_FOR_DIAGNOSTIC_USE",
@@ -38,9 +38,11 @@ __all__ = [
     "ChestRadiograph",
     "Classification",
     "classify",
+    "InputScan",
     "find_input_dicom",
     "load_bundle",
     "read_chest_radiograph",
+    "scan_input",
     "write_classification_json",
     "write_saliency",
 ]
@@ -58,52 +60,86 @@ _IMAGE_STORAGE_ELEMENTS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData"
 # input
 
 
-def _is_dicom_file(path: Path) -> bool:
-    try:
-        with path.open("rb") as stream:
-            return stream.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
+@dataclass
+class InputScan:
+    """The DICOM image a run classifies, and every other file of the input folder with why it was not used."""
+
+    image: Path
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def find_input_dicom(source: str | os.PathLike) -> Path:
+def scan_input(source: str | os.PathLike) -> InputScan:
     """The one DICOM image file to classify: ``source`` itself, or the only DICOM image under the folder.
 
-    A folder is searched recursively (DICOM recognised by content, any file name). DICOM
-    files without pixel data (a DICOMDIR, a Structured Report such as this app's own output)
-    are skipped; non-DICOM files are ignored. The app classifies one radiograph per run, so
-    a folder holding several DICOM images is refused (naming them) rather than guessed at.
+    A folder is searched recursively (:func:`bundle.inference.scan_folder`; DICOM recognised by
+    content, with or without preamble, any file name). Every other file is returned in
+    ``skipped`` with its reason: not DICOM, a DICOM without pixel data (a DICOMDIR, a Structured
+    Report such as this app's own output), unreadable, a named pipe, socket or device (never
+    opened), a dangling link. The app classifies one radiograph per run, so a folder holding
+    several DICOM images is refused (naming them) rather than guessed at.
 
     Raises:
         CXRDataError: naming the file or folder: missing, not DICOM, no pixel data, or a
-            folder with no / several DICOM images.
+            folder with no / several DICOM images (the first skipped files with their reasons).
     """
     path = Path(source).expanduser()
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise CXRDataError(path, "input file or folder does not exist")
-    if path.is_file():
-        if not _is_dicom_file(path):
-            header = read_dicom_header(path)  # accepts a bare DICOM data set without preamble, else raises
-            if "SOPClassUID" not in header:
-                raise CXRDataError(path, "not a DICOM file")
+    if not path.is_dir():
+        problem = path_problem(path)
+        if problem is not None:
+            raise CXRDataError(path, problem)
+        if image_format(path) != "dicom":
+            raise CXRDataError(path, "not a DICOM file")
+        header = read_dicom_header(path)
+        if "SOPClassUID" not in header:
+            raise CXRDataError(path, "not a DICOM file")
         _require_pixel_data(path)
-        return path
-    try:
-        candidates = [Path(record["image"]) for record in find_images(path)]
-    except CXRDataError:
-        candidates = []
-    dicoms = [p for p in candidates if _is_dicom_file(p)]
+        return InputScan(path)
+    entries, hidden = scan_folder(path)
     images, skipped = [], []
-    for candidate in dicoms:
-        (images if _has_pixel_data(candidate) else skipped).append(candidate)
+    for entry in entries:
+        reason = _why_not_a_dicom_image(entry)
+        if reason is None:
+            images.append(entry)
+        else:
+            skipped.append((entry, reason))
     if not images:
-        why = f" ({len(skipped)} DICOM file(s) without pixel data: {', '.join(map(str, skipped[:5]))})" if skipped else ""
-        raise CXRDataError(path, f"no DICOM image found in the folder{why}")
+        listing = "; ".join(f"{p}: {why}" for p, why in skipped[:5]) + ("; ..." if len(skipped) > 5 else "")
+        what = f" ({len(skipped)} other file(s): {listing})" if skipped else " (the folder holds no files)"
+        if hidden and not skipped:
+            what = f" (only {len(hidden)} hidden entr{'y' if len(hidden) == 1 else 'ies'})"
+        raise CXRDataError(path, f"no DICOM image found in the folder{what}")
     if len(images) > 1:
         listing = ", ".join(str(p) for p in images[:10])
         raise CXRDataError(path, f"{len(images)} DICOM images in the folder; this app classifies one radiograph "
                                  f"per run: pass one file ({listing})")
-    return images[0]
+    return InputScan(images[0], skipped)
+
+
+def find_input_dicom(source: str | os.PathLike) -> Path:
+    """The DICOM image :func:`scan_input` finds (a file, or the only DICOM image of a folder)."""
+    return scan_input(source).image
+
+
+def _why_not_a_dicom_image(path: Path) -> str | None:
+    """None for a DICOM file with pixel data; else why it is not one (nothing is opened that could block)."""
+    problem = path_problem(path)
+    if problem is not None:
+        return problem
+    try:
+        kind = image_format(path)
+        if kind != "dicom":
+            return f"not DICOM (a {_FORMAT_NAMES.get(kind, kind)} file): this app reads DICOM"
+        read_dicom_header(path)  # content check: a '.dcm' name alone does not make a DICOM file
+        if not _has_pixel_data(path):
+            return "DICOM without pixel data (e.g. a report, a DICOMDIR or a header-only file)"
+    except CXRDataError as error:
+        return error.problem
+    return None
+
+
+_FORMAT_NAMES = {"pillow": "PNG/JPEG/BMP/TIFF", "nifti": "NIfTI", "itk": "MHA/NRRD"}
 
 
 def _has_pixel_data(path: Path) -> bool:
@@ -129,6 +165,7 @@ class ChestRadiograph:
     path: Path
     header: Any  # pydicom.Dataset without pixel data
     image: np.ndarray  # (H, W) float32 in [0, 1], bone bright
+    skipped_inputs: list[dict[str, str]] = field(default_factory=list)  # other files of the input folder, and why
 
     @property
     def sop_instance_uid(self) -> str:
@@ -337,10 +374,10 @@ def write_saliency(model: BundleModel, result: Classification, output_dir: str |
     model), so the maps, the explained classes and the file names are the bundle's. The top
     class's map normally comes from :func:`classify`'s single forward pass; other explained
     classes (multi-label findings above the threshold) cost one more pass each. Files:
-    ``<output_dir>/saliency/<file stem>_<class>.png`` (overlay) and ``.npy`` (map), at the
+    ``<output_dir>/saliency/<file name>_<class>.png`` (overlay) and ``.npy`` (map), at the
     network's input size. Returns ``{class name: [files]}``.
     """
-    from bundle.handlers.saliency import unique_stem
+    from bundle.handlers.saliency import output_name
 
     writer = model.saliency_writer
     if writer is None:
@@ -350,8 +387,8 @@ def write_saliency(model: BundleModel, result: Classification, output_dir: str |
     if maps is None:  # classified without saliency (AMP on a GPU): explain the classes now
         pred = torch.tensor([[result.probabilities[c] for c in model.class_names]])
         maps = writer.explain(image, pred)[1][0]
-    stem = unique_stem(str(result.radiograph.path), {})
-    written = writer.write([stem], image, [maps], output_dir=Path(output_dir) / "saliency")[0]
+    name = output_name(str(result.radiograph.path), set())
+    written = writer.write([name], image, [maps], output_dir=Path(output_dir) / "saliency")[0]
     files = {model.class_names[k]: [str(path) for path in paths] for k, paths in written.items()}
     result.saliency_files = files
     return files
@@ -388,6 +425,7 @@ def classification_record(model: BundleModel, result: Classification, sr_file: s
         "positive_findings": list(result.positive),
         "saliency": {name: files for name, files in result.saliency_files.items()},
         "structured_report": sr_file,
+        "skipped_inputs": list(result.radiograph.skipped_inputs),
     }
 
 

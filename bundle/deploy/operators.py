@@ -44,8 +44,8 @@ from .core import (
     BundleModel,
     Classification,
     classify,
-    find_input_dicom,
     read_chest_radiograph,
+    scan_input,
     write_classification_json,
     write_saliency,
 )
@@ -66,8 +66,9 @@ class ChestDicomLoaderOperator(Operator):
     """Read one chest CR/DX DICOM (a file, or the only DICOM image in a folder).
 
     Named output ``radiograph``: a :class:`~bundle.deploy.core.ChestRadiograph` (header, path,
-    display image in [0, 1]). Bad input (not DICOM, no pixel data, not a chest radiograph,
-    several images) raises :class:`~bundle.data.errors.CXRDataError` naming the file.
+    display image in [0, 1]; the folder's other files with their reasons in ``skipped_inputs``,
+    which ``classification.json`` lists). Bad input (not DICOM, no pixel data, not a chest
+    radiograph, several images) raises :class:`~bundle.data.errors.CXRDataError` naming the file.
     """
 
     def __init__(self, fragment: Fragment, *args, input_path: str | os.PathLike, require_chest: bool = True,
@@ -80,8 +81,12 @@ class ChestDicomLoaderOperator(Operator):
         spec.output("radiograph")
 
     def compute(self, op_input, op_output, context) -> None:
-        path = find_input_dicom(self.input_path)
+        scan = scan_input(self.input_path)
+        path = scan.image
+        for skipped, reason in scan.skipped:
+            logger.warning("skipped %s: %s", skipped, reason)
         radiograph = read_chest_radiograph(path, require_chest=self.require_chest)
+        radiograph.skipped_inputs = [{"file": str(file), "reason": reason} for file, reason in scan.skipped]
         logger.info("read %s: %s %s, %dx%d", path, radiograph.header.get("Modality", "?"),
                     radiograph.header.get("BodyPartExamined", "?"), *radiograph.image.shape[::-1])
         op_output.emit(radiograph, "radiograph")

@@ -5,10 +5,10 @@ For every readable input of an inference run, the network's mean attention map
 averaged over heads and ``layers``, ``"all"`` by default) is upsampled to the network's input
 size (bilinear, between patch centres) and written under ``<output_dir>/saliency/``:
 
-* ``<image stem>_attention.npy``: the raw map, float32, ``(H, W)`` at the input size; each
+* ``<input name>_attention.npy``: the raw map, float32, ``(H, W)`` at the input size; each
   pixel holds the attention of the patch around it (the patch-grid map sums to 1, so a
   uniform map is ``1 / g^2``; no rescaling, so maps of different images and models compare);
-* ``<image stem>_attention.png``: the map, min-max scaled to [0, 1], over the image (jet
+* ``<input name>_attention.png``: the map, min-max scaled to [0, 1], over the image (jet
   colours, as the Grad-CAM overlays of :class:`~bundle.handlers.SaliencyWriter`).
 
 The map does not depend on a class: a ViT has one class token for all outputs. The network
@@ -32,7 +32,7 @@ from ignite.engine import Engine, Events
 from monai.transforms.utils import rescale_array
 
 from ..distributed import unwrap
-from .saliency import unique_stem, write_overlay
+from .saliency import output_name, write_overlay
 
 __all__ = ["AttentionMapWriter"]
 
@@ -58,11 +58,11 @@ class AttentionMapWriter:
         self.output_dir = Path(output_dir) / "saliency"
         self.overlay, self.filename_key, self.error_key = overlay, filename_key, error_key
         self.written: list[Path] = []
-        self._stems: dict[str, int] = {}
+        self._names: set[str] = set()
 
     def attach(self, engine: Engine) -> None:
         if self.enabled:
-            engine.add_event_handler(Events.STARTED, lambda _: self._stems.clear())
+            engine.add_event_handler(Events.STARTED, lambda _: self._names.clear())
             engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
@@ -73,11 +73,11 @@ class AttentionMapWriter:
         _, maps = unwrap(self.network).explain(images.to(engine.state.device), self.layers)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for row, i in enumerate(keep):
-            stem = unique_stem(str(engine.state.batch[i].get(self.filename_key, f"image{i}")), self._stems)
-            base = self.output_dir / f"{stem}_attention"
+            name = output_name(str(engine.state.batch[i].get(self.filename_key, f"image{i}")), self._names)
+            base = self.output_dir / f"{name}_attention"  # suffixes appended: the name keeps every dot
             saliency = maps[row].detach().float().cpu()
-            np.save(base.with_suffix(".npy"), saliency.numpy().astype(np.float32))
-            self.written.append(base.with_suffix(".npy"))
+            np.save(f"{base}.npy", saliency.numpy().astype(np.float32))
+            self.written.append(Path(f"{base}.npy"))
             if self.overlay:
-                write_overlay(base.with_suffix(".png"), images[row].cpu(), rescale_array(saliency)[None])
-                self.written.append(base.with_suffix(".png"))
+                write_overlay(f"{base}.png", images[row].cpu(), rescale_array(saliency)[None])
+                self.written.append(Path(f"{base}.png"))

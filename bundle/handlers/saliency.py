@@ -6,10 +6,16 @@ Uses ``monai.visualize.GradCAM`` / ``GradCAMpp`` on the module named ``target_la
 ``bundle.networks.NETWORKS``). For every readable input and every explained class it writes, under
 ``<output_dir>/saliency/``:
 
-* ``<image stem>_<class>.npy``: the raw map, float32, in [0, 1] (1 = strongest evidence for
+* ``<input name>_<class>.npy``: the raw map, float32, in [0, 1] (1 = strongest evidence for
   the class), at the network's input size (MONAI upsamples it; :func:`unit_range` scales it:
   MONAI's default normaliser would flip it);
-* ``<image stem>_<class>.png``: the map over the image (jet colours, blended).
+* ``<input name>_<class>.png``: the map over the image (jet colours, blended);
+* ``maps.csv``: per input and explained class, the input's path and its two files.
+
+``<input name>`` is the input's whole file name, extension included (:func:`output_name`:
+``CASE.PNG`` -> ``CASE.PNG_Nodule.npy``), so files never overwrite each other: not two inputs
+that share a stem or a UID prefix, not two classes of one image; the same file name in another
+folder gets ``_2``, ``_3`` ... (``maps.csv`` says which is which).
 
 Explained classes: the predicted class (multi-class), or the findings at or above
 ``threshold`` (multi-label; the most probable one if none is), at most
@@ -26,6 +32,8 @@ Config example (``inference.json``, in ``evaluator#val_handlers``)::
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import re
 import warnings
@@ -41,7 +49,8 @@ from PIL import Image
 
 from ..metrics import probabilities as task_probabilities
 
-__all__ = ["SaliencyWriter", "make_cam", "unit_range", "saliency_targets", "unique_stem", "write_overlay", "gradients_from_layer"]
+__all__ = ["SaliencyWriter", "class_tokens", "make_cam", "output_name", "unit_range", "saliency_targets", "write_overlay",
+           "gradients_from_layer"]
 
 METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
 
@@ -127,20 +136,34 @@ def gradients_from_layer(network: torch.nn.Module, layer: str) -> Iterator[None]
 
 
 def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "image"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.") or "image"
 
 
-def unique_stem(filename: str, seen: dict[str, int]) -> str:
-    """A file-name-safe stem of an input path, suffixed ``_2``, ``_3`` ... when two inputs share a name."""
-    name = Path(filename).name
-    for suffix in (".nii.gz", *Path(name).suffixes[-1:]):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    stem = _safe(name)
-    count = seen.get(stem, 0)
-    seen[stem] = count + 1
-    return stem if count == 0 else f"{stem}_{count + 1}"
+def output_name(filename: str, taken: set[str]) -> str:
+    """A file-name-safe name for one input's output files, from its *whole* name, unique within a run.
+
+    The extension stays (``UPPER_EXT.PNG`` -> ``UPPER_EXT.PNG``, beside ``UPPER_EXT.dcm``), and so does
+    every dot of a UID-named DICOM (``1.2.840.113619.2.55.3.1`` and ``...3.2`` stay apart); characters
+    other than letters, digits, ``_ . -`` become ``_``. An input whose name was taken already (the same
+    file name in another folder) gets ``_2``, ``_3`` ...; names are compared without case, so they also
+    stay apart on case-insensitive file systems. ``taken`` holds the run's names so far (lower case).
+    """
+    base = _safe(Path(str(filename)).name)
+    name, count = base, 1
+    while name.lower() in taken:
+        count += 1
+        name = f"{base}_{count}"
+    taken.add(name.lower())
+    return name
+
+
+def class_tokens(class_names: list[str]) -> list[str]:
+    """File-name-safe class names, made unique (``"A B"`` and ``"A_B"`` would both be ``A_B``)."""
+    tokens: list[str] = []
+    for index, name in enumerate(class_names):
+        token = _safe(str(name))
+        tokens.append(token if token.lower() not in {t.lower() for t in tokens} else f"{token}_{index}")
+    return tokens
 
 
 def write_overlay(path: str | os.PathLike, image: torch.Tensor, saliency: torch.Tensor) -> None:
@@ -181,14 +204,33 @@ class SaliencyWriter:
         self.class_names, self.task, self.threshold, self.max_classes = list(class_names), task, threshold, max_classes
         self.overlay, self.filename_key, self.error_key = overlay, filename_key, error_key
         self.written: list[Path] = []
-        self._stems: dict[str, int] = {}
+        self.maps: list[dict[str, str]] = []  # one row per input and explained class: image, class, map, overlay
+        self._names: set[str] = set()
+        self._class_tokens = class_tokens(self.class_names)
 
     def attach(self, engine: Engine) -> None:
         if self.enabled:
+            engine.add_event_handler(Events.STARTED, self._start)
             engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+            engine.add_event_handler(Events.COMPLETED, self.write_index)
 
-    def _stem(self, filename: str) -> str:
-        return unique_stem(filename, self._stems)
+    def _start(self, engine: Engine | None = None) -> None:
+        self._names.clear()
+        self.maps.clear()
+
+    def write_index(self, engine: Engine | None = None) -> Path | None:
+        """``saliency/maps.csv``: which input and class each map and overlay belongs to (atomic)."""
+        from .metrics_writer import write_text_atomic
+
+        if not self.maps:
+            return None
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["image", "class", "map", "overlay"])
+        writer.writeheader()
+        writer.writerows(self.maps)
+        path = self.output_dir / "maps.csv"
+        write_text_atomic(path, buffer.getvalue())
+        return path
 
     def __call__(self, engine: Engine) -> None:
         keep = [i for i, sample in enumerate(engine.state.batch) if not sample.get(self.error_key)]
@@ -198,8 +240,13 @@ class SaliencyWriter:
         images = torch.stack([torch.as_tensor(o["image"]) for o in outputs]).to(engine.state.device)
         probabilities = torch.stack([torch.as_tensor(o["pred"]).reshape(-1) for o in outputs]).float().cpu()
         _, maps = self.explain(images, probabilities)
-        stems = [self._stem(str(engine.state.batch[i].get(self.filename_key, f"image{i}"))) for i in keep]
-        self.write(stems, images, maps)
+        inputs = [str(engine.state.batch[i].get(self.filename_key, f"image{i}")) for i in keep]
+        names = [output_name(filename, self._names) for filename in inputs]
+        written = self.write(names, images, maps)
+        for filename, per_class in zip(inputs, written):
+            for k, files in per_class.items():
+                self.maps.append({"image": filename, "class": self.class_names[k], "map": files[0].name,
+                                  "overlay": files[1].name if len(files) > 1 else ""})
 
     def explain(self, images: torch.Tensor, probabilities: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor | None, list[dict[int, torch.Tensor]]]:
@@ -238,21 +285,23 @@ class SaliencyWriter:
                 maps.update({(row, k): class_maps[row] for row, wanted in enumerate(targets) if k in wanted})
         return logits, [{k: maps[(row, k)] for k in wanted} for row, wanted in enumerate(targets)]
 
-    def write(self, stems: list[str], images: torch.Tensor, maps: list[dict[int, torch.Tensor]],
+    def write(self, names: list[str], images: torch.Tensor, maps: list[dict[int, torch.Tensor]],
               output_dir: str | os.PathLike | None = None) -> list[dict[int, list[Path]]]:
-        """Write each image's maps (``.npy``) and overlays (``.png``) under ``output_dir`` (default: the
-        writer's ``<output_dir>/saliency``); returns, per image, ``{class index: [files]}``."""
+        """Write each image's maps (``<name>_<class>.npy``) and overlays (``.png``) under ``output_dir``
+        (default: the writer's ``<output_dir>/saliency``); ``names`` as :func:`output_name` makes them.
+        Returns, per image, ``{class index: [files]}``: one distinct pair of files per explained class."""
         folder = Path(output_dir) if output_dir is not None else self.output_dir
         folder.mkdir(parents=True, exist_ok=True)
-        return [{k: self._write(folder / f"{stem}_{_safe(self.class_names[k])}", images[row].detach().float().cpu(),
+        return [{k: self._write(folder, f"{name}_{self._class_tokens[k]}", images[row].detach().float().cpu(),
                                 saliency) for k, saliency in image_maps.items()}
-                for row, (stem, image_maps) in enumerate(zip(stems, maps))]
+                for row, (name, image_maps) in enumerate(zip(names, maps))]
 
-    def _write(self, base: Path, image: torch.Tensor, saliency: torch.Tensor) -> list[Path]:
-        np.save(base.with_suffix(".npy"), saliency[0].numpy().astype(np.float32))
-        files = [base.with_suffix(".npy")]
+    def _write(self, folder: Path, base: str, image: torch.Tensor, saliency: torch.Tensor) -> list[Path]:
+        # the suffix is appended, never substituted: Path.with_suffix would cut a name at its last dot
+        files = [folder / f"{base}.npy"]
+        np.save(files[0], saliency[0].numpy().astype(np.float32))
         if self.overlay:
-            write_overlay(base.with_suffix(".png"), image, saliency)
-            files.append(base.with_suffix(".png"))
+            files.append(folder / f"{base}.png")
+            write_overlay(files[1], image, saliency)
         self.written.extend(files)
         return files
