@@ -26,55 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from bundle.data.errors import CXRDataError
+from bundle.data.io import list_folder
 
-__all__ = ["find_images", "raise_if_bad_inputs", "scan_folder", "BAD_INPUTS_EXIT_STATUS"]
+__all__ = ["find_images", "raise_if_bad_inputs", "BAD_INPUTS_EXIT_STATUS"]
 
 BAD_INPUTS_EXIT_STATUS = 3
 logger = logging.getLogger(__name__)
-
-
-def scan_folder(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
-    """``(entries, hidden)`` below ``folder``, in sorted order: every entry that is not a folder, and the hidden ones.
-
-    Entries are not opened: regular files, special files (pipes, sockets, devices), dangling or
-    looping symbolic links all come back, for the loader to read or to describe. Folders
-    (also behind symbolic links) are searched, each real folder once; a hidden entry
-    (name starting with ``.``) is not searched or returned among the entries.
-    """
-    entries: list[Path] = []
-    hidden: list[Path] = []
-    seen: set[str] = set()
-
-    def walk(directory: Path) -> None:
-        seen.add(os.path.realpath(directory))
-        try:
-            with os.scandir(directory) as iterator:
-                children = sorted(iterator, key=lambda entry: entry.name)
-        except OSError as exc:
-            raise CXRDataError(directory, f"cannot list folder: {exc.strerror or exc}") from exc
-        for child in children:
-            path = Path(child.path)
-            if child.name.startswith("."):
-                hidden.append(path)
-                continue
-            try:
-                is_folder = child.is_dir()  # follows links; False for a dangling or looping one
-            except OSError:
-                is_folder = False
-            if not is_folder:
-                entries.append(path)
-            elif os.path.realpath(path) not in seen:
-                walk(path)
-
-    walk(Path(folder))
-    return entries, hidden
 
 
 def find_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     """Records ``{"image": path, "filename": path}`` for a folder (recursive), a file, or a list of files.
 
     A folder contributes every entry below it that is not a folder or hidden (see
-    :func:`scan_folder`): the loader then predicts or describes each. Files named in a list are
+    :func:`bundle.data.io.list_folder`): the loader then predicts or describes each. Files named in a list are
     kept as they are. Raises :class:`CXRDataError` when the source does not exist or a folder
     holds no file.
     """
@@ -85,7 +49,7 @@ def find_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         if not path.exists() and not path.is_symlink():
             raise CXRDataError(path, "input folder or file does not exist")
         if path.is_dir():
-            paths, hidden = scan_folder(path)
+            paths, hidden = list_folder(path)
             if hidden:
                 names = ", ".join(p.name for p in hidden[:5]) + (", ..." if len(hidden) > 5 else "")
                 logger.info("%s: %d hidden entr%s not read (%s)", path, len(hidden), "y" if len(hidden) == 1 else "ies",

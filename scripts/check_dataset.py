@@ -2,10 +2,14 @@
 
 Reads the data set the way training does (``bundle.data.load_splits``: the same
 readers, splits and options), then checks every record of train / validation /
-test: files that do not exist or are empty, label vectors of the wrong length or
-with values other than 0/1, and (``--mode full``, the default) every image decoded
-by the same loader training uses (truncated PNG/JPEG, DICOM without pixel data or
-without a decoder, a DICOM that is not a chest radiograph, too small images ...)::
+test, and prints every problem of every record at once: files that do not exist,
+folders, dangling or looping symbolic links, pipes, sockets or devices where an image
+is expected (never opened), empty files, files of a format the loader does not read,
+label vectors of the wrong length or with values other than 0/1, and (``--mode full``,
+the default) every image decoded by the same loader training uses (truncated PNG/JPEG,
+DICOM without pixel data or without a decoder, a DICOM whose pixel data does not match
+its header or that is not a chest radiograph, constant images, too small images ...).
+Missing images are listed with the rest, not instead of them::
 
     python scripts/check_dataset.py --dataset cxr3 --dataset_dir ../shared/data/cxr3
     python scripts/check_dataset.py --dataset csv --dataset_dir labels.csv \\
@@ -28,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundle.data import CXRDataError, load_splits  # noqa: E402
-from bundle.data.check import CHECK_MODES, find_split_problems, write_problems_csv  # noqa: E402
+from bundle.data.check import CHECK_MODES, find_split_problems, problem_kinds, write_problems_csv  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,12 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{split} #{index}] {problem}")
     bad_records = {(split, index) for split, index, _ in problems}
     by_split = collections.Counter(split for split, _ in bad_records)
-    kinds = collections.Counter(problem.problem.split(":")[0] for _, _, problem in problems)
     total = len(splits.train) + len(splits.validation) + len(splits.test)
     print(f"\nchecked {total} records ({args.mode}): {len(bad_records)} with problems "
           f"(train {by_split['train']}, validation {by_split['validation']}, test {by_split['test']}), "
           f"{len(problems)} problems in all")
-    for kind, count in kinds.most_common():
+    for kind, count in problem_kinds(problems):
         print(f"  {count:6d}  {kind}")
     if args.report and problems:
         write_problems_csv(args.report, problems)

@@ -27,6 +27,7 @@ from bundle.data.readers import (
     read_medmnist,
     read_nih,
     read_nih_boxes,
+    read_padchest,
     read_vindr,
 )
 from bundle.data.splits import patient_split, patients_in_several_splits, split_from_official
@@ -34,6 +35,8 @@ from bundle.data.vocabulary import (
     CHEXPERT_FINDINGS,
     FINDINGS,
     NIH_FINDINGS,
+    PADCHEST_FINDINGS,
+    PADCHEST_TERMS,
     SYNTHETIC_FINDINGS,
     VINDR_FINDINGS,
     canonical_finding,
@@ -43,6 +46,7 @@ CHEXPERT_CSV = "labels/chexpert_train.csv.gz"
 NIH_CSV = "labels/nih_Data_Entry_2017_v2020.csv.gz"
 NIH_BBOX = "labels/nih_BBox_List_2017.csv.gz"
 VINDR_CSV = "labels/vindr_cxr_train_annotations.csv.gz"
+PADCHEST_CSV = "labels/padchest_labels_160K_01.02.19.csv.gz"
 NIH_SAMPLES = ("00000001_000.png", "00000002_000.png", "00000013_003.png")
 PATHOLOGIES = [c for c in CHEXPERT_FINDINGS if c not in ("No Finding", "Support Devices")]
 
@@ -499,6 +503,33 @@ def test_medmnist_bad_files(tmp_path):
     assert_error(exc_info, tmp_path / "missing.npz", "does not exist")
 
 
+@pytest.mark.parametrize("damage", ["zero bytes", "truncated", "cut member", "empty train", "empty val"])
+def test_medmnist_damaged_or_empty_files_are_named(tmp_path, damage):
+    written = write_chestmnist(tmp_path / "good.npz")
+    np.savez_compressed(tmp_path / "compressed.npz", **written)
+    path = tmp_path / "chestmnist.npz"
+    if damage == "zero bytes":
+        path.write_bytes(b"")
+        expected = "empty file (0 bytes)"
+    elif damage == "truncated":
+        path.write_bytes((tmp_path / "good.npz").read_bytes()[:5000])
+        expected = "truncated or damaged"
+    elif damage == "cut member":  # the zip directory survives, a compressed member's data does not
+        data = bytearray((tmp_path / "compressed.npz").read_bytes())
+        data[200:1200] = bytes(1000)
+        path.write_bytes(bytes(data))
+        expected = "cannot be read as a MedMNIST .npz"
+    else:
+        key = damage.split()[1]
+        np.savez(path, **{**written, f"{key}_images": written[f"{key}_images"][:0],
+                          f"{key}_labels": written[f"{key}_labels"][:0]})
+        split = {"train": "train", "val": "validation"}[key]
+        expected = f"{key}_images is empty: the {split} split has no images"
+    with pytest.raises(CXRDataError) as exc_info:
+        read_medmnist(path)
+    assert_error(exc_info, path, expected)
+
+
 # ----------------------------------------------------------------------------- cxr3 (real) and splits
 
 
@@ -604,19 +635,24 @@ def test_csv_datalist_multilabel(tmp_path):
 def test_csv_datalist_class_names(tmp_path):
     csv = tmp_path / "labels.csv"
     csv.write_text("image,diagnosis\n/abs/a.png,pneumonia\nb.png,normal\nc.png,covid\n")
-    datalist = read_csv_datalist(csv, class_column="diagnosis", check_files=False)
+    datalist = read_csv_datalist(csv, class_column="diagnosis", check_files=False, allow_outside_paths=True)
     assert datalist.task == "multiclass" and datalist.class_names == ["covid", "normal", "pneumonia"]
     assert arrays(datalist)[0].argmax(axis=1).tolist() == [2, 1, 0]
     assert datalist.records[0]["image"] == "/abs/a.png"
     order = ["normal", "pneumonia", "covid"]
-    ordered = read_csv_datalist(csv, class_column="diagnosis", class_names=order, check_files=False)
+    ordered = read_csv_datalist(csv, class_column="diagnosis", class_names=order, check_files=False,
+                                allow_outside_paths=True)
     assert arrays(ordered)[0].argmax(axis=1).tolist() == [1, 0, 2]
     with pytest.raises(CXRDataError) as exc_info:
-        read_csv_datalist(csv, class_column="diagnosis", class_names=order[:2], check_files=False)
+        read_csv_datalist(csv, class_column="diagnosis", class_names=order[:2], check_files=False,
+                          allow_outside_paths=True)
     assert_error(exc_info, csv, "unknown value 'covid'", "column 'diagnosis'", "row 3")
     with pytest.raises(CXRDataError) as exc_info:
-        read_csv_datalist(csv, class_column="diagnosis")
+        read_csv_datalist(csv, class_column="diagnosis", allow_outside_paths=True)
     assert_error(exc_info, csv, "3 of 3 images do not exist", "/abs/a.png")
+    with pytest.raises(CXRDataError) as exc_info:  # by default the absolute path elsewhere is refused
+        read_csv_datalist(csv, class_column="diagnosis", check_files=False)
+    assert_error(exc_info, csv, "1 image path(s) in column 'image' leave the data folder", "'/abs/a.png' at row 1")
 
 
 def test_csv_datalist_bad_inputs(tmp_path):
@@ -650,11 +686,14 @@ def write_png(path: Path, value: int = 0) -> None:
 def test_image_folder_per_class(tmp_path):
     for name in ("NORMAL/b.png", "NORMAL/a.PNG", "PNEUMONIA/c.jpeg", "PNEUMONIA/notes.txt"):
         write_png(tmp_path / name) if not name.endswith(".txt") else (tmp_path / name).write_text("x")
-    datalist = read_image_folder(tmp_path)
+    datalist = read_image_folder(tmp_path, extensions=(".png", ".jpeg"))
     assert datalist.task == "multiclass" and datalist.class_names == ["NORMAL", "PNEUMONIA"]
     assert [Path(r["image"]).name for r in datalist.records] == ["a.PNG", "b.png", "c.jpeg"]
     assert arrays(datalist)[0].tolist() == [[1, 0], [1, 0], [0, 1]]
     assert [r["patient_id"] for r in datalist.records] == ["a", "b", "c"] and datalist.splits == {}
+    # by default every file of a class folder is a record: the one the loader refuses is not passed over
+    every = read_image_folder(tmp_path)
+    assert [Path(r["image"]).name for r in every.records] == ["a.PNG", "b.png", "c.jpeg", "notes.txt"]
 
 
 def test_image_folder_kermany_layout(tmp_path):
@@ -680,3 +719,209 @@ def test_image_folder_kermany_layout(tmp_path):
     with pytest.raises(CXRDataError) as exc_info:
         read_image_folder(tmp_path / "absent")
     assert_error(exc_info, tmp_path / "absent", "does not exist")
+
+
+# ----------------------------------------------------------------------------- paths that leave the data folder
+
+
+def _outside_rows(root: Path) -> list[str]:
+    outside = root.parent / "elsewhere"
+    outside.mkdir(exist_ok=True)
+    write_png(outside / "x.png")
+    return ["../elsewhere/x.png", str(outside / "x.png")]
+
+
+def _reader_cases(root: Path, paths: list[str]) -> dict:
+    """Every CSV-based reader, given ``paths`` as its image paths (one row each, plus one good row)."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_png(root / "good.png")
+    cases = {}
+    lines = "\n".join(f"{p},normal" for p in ["good.png", *paths])
+    (root / "labels.csv").write_text("image,label\n" + lines + "\n")
+    cases["csv"] = (lambda **kw: read_csv_datalist(root / "labels.csv", class_column="label", **kw), "image")
+    (root / "metadata.csv").write_text("image,patient_id,label,view\n" + "\n".join(
+        f"{p},p{i},normal,PA" for i, p in enumerate(["good.png", *paths])) + "\n")
+    cases["cxr3"] = (lambda **kw: read_cxr3(root, **kw), "image")
+    header = ["Path", "Frontal/Lateral", "AP/PA", *CHEXPERT_FINDINGS]
+    (root / "train.csv").write_text(",".join(header) + "\n" + "\n".join(
+        ",".join([f"{p.replace('x.png', f'patient0000{i}/study1/x.png')}", "Frontal", "PA", "1.0"]
+                 + [""] * (len(header) - 4)) for i, p in enumerate(paths)) + "\n")
+    cases["chexpert"] = (lambda **kw: read_chexpert(root / "train.csv", root, **kw), "Path")
+    (root / "nih.csv").write_text("Image Index,Finding Labels,Patient ID,View Position\n" + "\n".join(
+        f"{p},No Finding,{i},PA" for i, p in enumerate(paths)) + "\n")
+    cases["nih"] = (lambda **kw: read_nih(root / "nih.csv", root, **kw), "Image Index")
+    (root / "vindr.csv").write_text("image_id,class_name,rad_id,x_min,y_min,x_max,y_max\n" + "\n".join(
+        f"{p[:-4]},No finding,R1,,,," for p in paths) + "\n")
+    cases["vindr"] = (lambda **kw: read_vindr(root / "vindr.csv", root, **kw), "image_id")
+    (root / "padchest.csv").write_text("ImageID,ImageDir,PatientID,Projection,MethodLabel,Labels\n" + "\n".join(
+        f"{p.rsplit('/', 1)[-1]},{p.rsplit('/', 1)[0]},p{i},PA,Physician,\"['normal']\"" for i, p in enumerate(paths))
+        + "\n")
+    cases["padchest"] = (lambda **kw: read_padchest(root / "padchest.csv", root, **kw), "ImageDir/ImageID")
+    return cases
+
+
+@pytest.mark.parametrize("reader", ["csv", "cxr3", "chexpert", "nih", "vindr", "padchest"])
+def test_image_paths_that_leave_the_data_folder_are_refused_by_default(tmp_path, reader):
+    root = tmp_path / "data"
+    root.mkdir()
+    paths = _outside_rows(root)
+    read, column = _reader_cases(root, paths)[reader]
+    for check_files in (True, False):  # refused before any file is touched
+        with pytest.raises(CXRDataError) as exc_info:
+            read(check_files=check_files, missing="keep")
+        message = str(exc_info.value)
+        first = 2 if reader in ("csv", "cxr3") else 1  # these two files start with a good row
+        assert "2 image path(s)" in message and "leave the data folder" in message and f"column {column!r}" in message
+        assert f"at row {first} (line {first + 1})" in message and f"at row {first + 1}" in message, message
+        assert "allow_outside_paths" in message
+    datalist = read(check_files=False, allow_outside_paths=True)  # the documented switch
+    assert any("elsewhere" in r["image"] for r in datalist.records)
+
+
+def test_named_image_root_holds_paths_that_would_leave_the_label_folder(tmp_path):
+    images = tmp_path / "images"
+    write_png(images / "a.png")
+    labels = tmp_path / "labels" / "labels.csv"
+    labels.parent.mkdir()
+    labels.write_text("image,label\na.png,normal\n../labels/b.png,covid\n")
+    with pytest.raises(CXRDataError) as exc_info:
+        read_csv_datalist(labels, images, class_column="label", check_files=False)
+    assert_error(exc_info, labels, "'../labels/b.png' at row 2", str(images))
+    labels.write_text("image,label\na.png,normal\nsub/../a2.png,covid\n")  # '..' that stays inside is fine
+    assert len(read_csv_datalist(labels, images, class_column="label", check_files=False)) == 2
+
+
+# ----------------------------------------------------------------------------- empty label files, missing files kept
+
+
+@pytest.mark.parametrize("reader", ["csv", "cxr3", "chexpert", "nih", "vindr", "padchest"])
+def test_label_file_with_only_a_header_is_refused_by_name(tmp_path, reader):
+    root = tmp_path / "data"
+    cases = _reader_cases(root, ["a.png"])
+    for name in ("labels.csv", "metadata.csv", "train.csv", "nih.csv", "vindr.csv", "padchest.csv"):
+        file = root / name
+        file.write_text(file.read_text().splitlines()[0] + "\n")
+    read, _ = cases[reader]
+    with pytest.raises(CXRDataError, match="no data rows") as exc_info:
+        read(check_files=False)
+    assert str(root) in str(exc_info.value)
+
+
+def test_missing_images_are_kept_for_the_check_with_missing_keep(tmp_path):
+    root = tmp_path / "data"
+    cases = _reader_cases(root, ["a.png", "b.png"])
+    write_png(root / "images" / "a.png")  # NIH finds it anywhere below the root; b.png is missing
+    for reader in ("csv", "nih"):
+        read, _ = cases[reader]
+        with pytest.raises(CXRDataError, match="do not exist"):
+            read()
+        kept = [r["image"] for r in read(missing="keep").records]
+        assert any(p.endswith("b.png") and not os.path.exists(p) for p in kept), (reader, kept)
+
+
+# ----------------------------------------------------------------------------- folder-per-class layouts
+
+
+def test_image_folder_with_an_empty_class_or_a_single_class_is_an_error(tmp_path):
+    write_png(tmp_path / "one" / "NORMAL" / "a.png")
+    with pytest.raises(CXRDataError) as exc_info:
+        read_image_folder(tmp_path / "one")
+    assert_error(exc_info, tmp_path / "one", "only one class folder ('NORMAL')", "at least two")
+    write_png(tmp_path / "two" / "NORMAL" / "a.png")
+    (tmp_path / "two" / "PNEUMONIA").mkdir()
+    (tmp_path / "two" / "PNEUMONIA" / ".DS_Store").write_bytes(b"x")  # hidden files do not count
+    with pytest.raises(CXRDataError) as exc_info:
+        read_image_folder(tmp_path / "two")
+    assert_error(exc_info, tmp_path / "two" / "PNEUMONIA", "empty class folder", "'PNEUMONIA'")
+    for split in ("train", "test"):
+        for label in ("NORMAL", "PNEUMONIA"):
+            write_png(tmp_path / "kermany" / split / label / f"{split}_{label}.png")
+    (tmp_path / "kermany" / "val" / "NORMAL").mkdir(parents=True)
+    with pytest.raises(CXRDataError) as exc_info:
+        read_image_folder(tmp_path / "kermany")
+    assert_error(exc_info, tmp_path / "kermany" / "val" / "NORMAL", "empty class folder")
+
+
+# ----------------------------------------------------------------------------- PadChest
+
+
+def test_padchest_terms_map_to_the_shared_vocabulary():
+    assert set(PADCHEST_TERMS.values()) == set(PADCHEST_FINDINGS)
+    for term in ("pleural effusion", "cardiomegaly", "pneumonia", "nodule", "atelectasis", "consolidation",
+                 "pneumothorax", "emphysema", "normal", "pulmonary edema", "infiltrates", "pulmonary fibrosis"):
+        assert PADCHEST_TERMS[term] == canonical_finding(term), term  # a synonym of the vocabulary, the same class
+    assert PADCHEST_TERMS["lobar atelectasis"] == "Atelectasis" and "subcutaneous emphysema" not in PADCHEST_TERMS
+
+
+def _padchest_csv(path: Path, rows: list[tuple]) -> Path:
+    frame = pd.DataFrame(rows, columns=["ImageID", "ImageDir", "PatientID", "Projection", "MethodLabel", "Labels"])
+    frame.insert(0, "Report", "texto libre, con comas")  # a free-text column the reader does not need
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_padchest_reader_on_generated_images(tmp_path):
+    from bundle.data.io import PartialRangeWarning, load_cxr
+
+    rows = [
+        ("a.png", "0", "P1", "PA", "Physician", "['normal']"),
+        ("b.png", "0", "P1", "L", "Physician", "['cardiomegaly', ' pleural effusion']"),
+        ("c.png", "1", "P2", "AP_horizontal", "RNN_model", "['loculated pleural effusion', 'COPD signs']"),
+        ("d.png", "1", "P3", "AP", "RNN_model", "['exclude']"),
+        ("e.png", "1", "P3", "PA", "Physician", "['suboptimal study', 'nodule']"),
+        ("f.png", "2", "P4", "PA", "Physician", None),
+        ("g.png", "2", "P4", "PA", "Physician", "['nodule', ' normal', 'NSG tube']"),
+    ]
+    csv = _padchest_csv(tmp_path / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz", rows)
+    for name, folder, *_ in rows:  # 12-bit data in 16-bit PNGs without sBIT, as PadChest ships them
+        (tmp_path / folder).mkdir(exist_ok=True)
+        Image.fromarray((np.arange(32 * 32).reshape(32, 32) * 4).astype(np.uint16)).save(tmp_path / folder / name)
+    datalist = read_padchest(csv)
+    assert datalist.class_names == list(PADCHEST_FINDINGS) and datalist.task == "multilabel"
+    assert [Path(r["image"]).relative_to(tmp_path).as_posix() for r in datalist.records] == [
+        "0/a.png", "1/c.png", "2/g.png"]
+    positive = [{c for c, v in zip(PADCHEST_FINDINGS, r["label"]) if v} for r in datalist.records]
+    assert positive == [{"No Finding"}, {"Pleural Effusion"}, {"Nodule", "Support Devices"}]  # a finding beats 'normal'
+    assert [r["view"] for r in datalist.records] == ["PA", "AP", "PA"]
+    assert [r["patient_id"] for r in datalist.records] == ["P1", "P2", "P4"]
+    assert datalist.dropped == {"no labels": 1, "marked 'exclude'": 1, "marked 'suboptimal study'": 1,
+                                "projections other than PA, AP, AP_horizontal": 1}
+    lateral = read_padchest(csv, projections=["L"])
+    assert [Path(r["image"]).name for r in lateral.records] == ["b.png"] and lateral.records[0]["view"] == "LATERAL"
+    physician = read_padchest(csv, projections=None, physician_only=True)
+    assert [Path(r["image"]).name for r in physician.records] == ["a.png", "b.png", "g.png"]
+    assert physician.dropped["not labelled by a physician (MethodLabel)"] == 1
+    with pytest.warns(PartialRangeWarning, match="12-bit"):
+        assert load_cxr(datalist.records[0]["image"]).max() == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ValueError, match="unknown PadChest projection"):
+        read_padchest(csv, projections=["LATERAL"])
+
+
+@pytest.mark.parametrize("labels", ["__import__('os').system('touch PWNED')", "['normal'", "[1, 2]", "{'a': 1}"])
+def test_padchest_labels_are_parsed_as_literals_never_run(tmp_path, labels, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv = _padchest_csv(tmp_path / "padchest_labels.csv", [("a.png", "0", "P1", "PA", "Physician", "['normal']"),
+                                                           ("b.png", "0", "P2", "PA", "Physician", labels)])
+    with pytest.raises(CXRDataError) as exc_info:
+        read_padchest(csv, check_files=False)
+    assert_error(exc_info, csv, "'Labels' at row 2 (line 3) is not a list of terms")
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.shared_data
+def test_padchest_real_label_file_at_full_scale():
+    """The real 160,861-row file, no images: the counts every filter leaves (docs/inputs.md quotes them)."""
+    path = require_shared(PADCHEST_CSV)
+    frontal = read_padchest(path, "/data/padchest", check_files=False)
+    assert len(frontal) == 107586 and len({r["patient_id"] for r in frontal.records}) == 66004
+    assert frontal.dropped == {"no labels": 880, "marked 'exclude'": 1312, "marked 'suboptimal study'": 1839,
+                               "projections other than PA, AP, AP_horizontal": 49244}
+    record = frontal.records[0]
+    assert record["image"] == "/data/padchest/0/20536686640136348236148679891455886468_k6ga29.png"
+    assert record["view"] == "PA" and record["label"][PADCHEST_FINDINGS.index("No Finding")] == 1.0
+    label = arrays(frontal)[0]
+    counts = dict(zip(PADCHEST_FINDINGS, label.sum(axis=0).astype(int).tolist()))
+    assert counts["No Finding"] == 35979 and counts["Pleural Effusion"] == 6849 and counts["Cardiomegaly"] == 9661
+    assert not (label[:, 0].astype(bool) & label[:, 1:].any(axis=1)).any()  # "No Finding" never with a finding
+    physician = read_padchest(path, "/data/padchest", projections=None, physician_only=True, check_files=False)
+    assert len(physician) == 38426 and len({r["patient_id"] for r in physician.records}) == 24106

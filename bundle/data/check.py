@@ -1,17 +1,23 @@
 """Data-set checks: find every bad record before training starts, not at image 10,000.
 
-``check_records`` walks a datalist and collects one :class:`DataProblem` per bad
-record (missing or empty file, label vector of the wrong length, label values
-other than 0/1, and, in ``"full"`` mode, images that do not decode or are too
-small); ``check_splits`` runs it on train / validation / test and raises a single
-:class:`CXRDataError` that lists them all, or (``skip_bad=True``) drops the bad
-records and logs them. The training configs call it in ``initialize``
+``check_records`` walks a datalist and collects every :class:`DataProblem` of every
+record: label vectors of the wrong length or with values other than 0/1, and the image
+file: missing, a directory, a dangling or looping symbolic link, a named pipe, socket
+or device (described from ``stat``, never opened), empty, of a format the loader does
+not read (``"quick"`` mode: names without an image extension are sniffed, 132 bytes),
+and in ``"full"`` mode every image decoded by the loader (truncated, undecodable, too
+small, constant, not a chest radiograph ...). ``check_splits`` runs it on train /
+validation / test and raises a single :class:`CXRDataError` that lists them all, or
+(``skip_bad=True``) drops the bad records, logs them and writes them to
+``data_problems.csv``; :class:`SkippedRecordsLog` appends the records that only fail
+when training loads them. The training configs call it in ``initialize``
 (``check_data``, ``skip_bad_records``); ``mode="off"`` skips it.
 ``scripts/check_dataset.py`` runs the same check from the command line.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
 import logging
 import os
@@ -22,11 +28,13 @@ from typing import Any
 import numpy as np
 
 from .errors import CXRDataError, DataProblem
-from .io import array_to_cxr, load_cxr
+from .io import IMAGE_EXTENSIONS, array_to_cxr, image_format, load_cxr, path_problem
 
-__all__ = ["check_records", "check_splits", "find_split_problems", "write_problems_csv", "CHECK_MODES"]
+__all__ = ["check_records", "check_splits", "find_split_problems", "write_problems_csv", "SkippedRecordsLog",
+           "CHECK_MODES", "REPORT_COLUMNS"]
 
 CHECK_MODES = ("off", "quick", "full")
+REPORT_COLUMNS = ["split", "index", "file", "problem"]
 logger = logging.getLogger(__name__)
 
 
@@ -48,15 +56,16 @@ def _check_image(image: Any, where: str, mode: str, require_chest: bool, min_siz
         except CXRDataError as error:
             return [DataProblem(error.path, error.problem)]
         return []
-    if not os.path.exists(image):
-        return [DataProblem(image, "file does not exist")]
-    if os.path.isfile(image) and os.path.getsize(image) == 0:
-        return [DataProblem(image, "empty file (0 bytes)")]
-    if mode == "full":
-        try:
+    problem = path_problem(image)  # what the entry is, from stat: never opens a pipe or device
+    if problem is not None:
+        return [DataProblem(image, problem)]
+    try:
+        if mode == "full":
             load_cxr(image, require_chest=require_chest, min_size=min_size)
-        except CXRDataError as error:
-            return [DataProblem(error.path, error.problem)]
+        elif not str(image).lower().endswith(IMAGE_EXTENSIONS):
+            image_format(image)  # a name without an image extension: is its content one?
+    except CXRDataError as error:
+        return [DataProblem(error.path, error.problem)]
     return []
 
 
@@ -122,14 +131,23 @@ def find_split_problems(
 
 
 def write_problems_csv(path: str | os.PathLike, problems: Sequence[tuple[str, int, DataProblem]]) -> None:
-    """One row per problem: split, record index, file (or record), problem."""
+    """One row per problem: split, record index, file (or record), problem (written atomically)."""
     rows = [{"split": split, "index": index, "file": problem.path or "", "problem": problem.problem}
             for split, index, problem in problems]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["split", "index", "file", "problem"])
+    temporary = f"{path}.tmp{os.getpid()}"
+    with open(temporary, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=REPORT_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(temporary, path)
+
+
+def problem_kinds(problems: Sequence[tuple[str, int, DataProblem]]) -> list[tuple[str, int]]:
+    """How many problems of each kind (the text before the first ':' or ';'), most frequent first."""
+    counts = collections.Counter(problem.problem.split(":")[0].split(";")[0].split(" (")[0].strip()
+                                 for _, _, problem in problems)
+    return counts.most_common()
 
 
 def check_splits(
@@ -148,27 +166,100 @@ def check_splits(
     problem; with ``skip_bad=True``, removes the bad records from the splits (in place),
     logs how many, and goes on. Either way ``report_file`` (CSV) lists them all.
     """
+    source = getattr(splits, "source", None)
     problems = find_split_problems(splits, mode, require_chest, min_size)
     if not problems:
+        if report_file is not None and os.path.isfile(report_file):
+            os.remove(report_file)  # a report of an earlier run would describe problems that are gone
         return splits
     if report_file is not None:
         write_problems_csv(report_file, problems)
     where = f" (all of them in {report_file})" if report_file is not None else ""
     lines = [f"  [{split}] {problem}" for split, _, problem in problems[:show]]
     more = f"\n  ... and {len(problems) - show} more" if len(problems) > show else ""
+    records = len({(split, index) for split, index, _ in problems})
+    kinds = ", ".join(f"{count} {kind}" for kind, count in problem_kinds(problems))
     if not skip_bad:
         raise CXRDataError(
-            None,
-            f"data set check found {len(problems)} problem(s) before training{where}:\n" + "\n".join(lines) + more
+            source,
+            f"data set check found {len(problems)} problem(s) in {records} record(s) before training ({kinds})"
+            f"{where}:\n" + "\n".join(lines) + more
             + "\nFix or remove these records, set skip_bad_records to true to train without them, "
             "or set check_data to 'off' to skip the check.",
         )
     for name in ("train", "validation", "test"):
         bad = {index for split, index, _ in problems if split == name}
-        records = getattr(splits, name)
-        records[:] = [record for index, record in enumerate(records) if index not in bad]
-    logger.warning("skipped %d bad record(s)%s:\n%s%s", len({(s, i) for s, i, _ in problems}), where,
-                   "\n".join(lines), more)
-    if not splits.train:
-        raise CXRDataError(None, "no usable training records are left after skipping the bad ones")
+        kept = getattr(splits, name)
+        kept[:] = [record for index, record in enumerate(kept) if index not in bad]
+    logger.warning("skipped %d bad record(s) (%s)%s:\n%s%s", records, kinds, where, "\n".join(lines), more)
+    for name in ("train", "validation"):
+        if not getattr(splits, name):
+            raise CXRDataError(source, f"no usable {name} records are left after skipping the bad ones{where}")
     return splits
+
+
+class SkippedRecordsLog:
+    """Ignite handler: append every record an engine skipped while loading it to ``data_problems.csv``.
+
+    With ``skip_bad_records`` the loader records a problem instead of raising
+    (``LoadCXRd(on_error="record")``) and the engines leave the sample out of its batch; a file
+    the pre-training check did not decode (``check_data: quick``) is found only then. This
+    handler gives such records a row of the same report the check wrote (split, index in the
+    split, file, problem), each once per run, when the iteration that skipped it completes.
+
+    Args:
+        report_file: the check's report (``<output_dir>/data_problems.csv``); created if absent.
+        records: the split's records, to name the file and its index.
+        split: "train" or "validation" (the report's ``split`` column).
+        error_key: the batch key of the loader's problems.
+    """
+
+    def __init__(self, report_file: str | os.PathLike, records: Sequence[dict[str, Any]], split: str,
+                 error_key: str = "error") -> None:
+        self.report_file, self.split, self.error_key = os.fspath(report_file), split, error_key
+        self._index = {str(record.get("image")): i for i, record in enumerate(records)
+                       if isinstance(record.get("image"), (str, os.PathLike))}
+        self._written: set[str] = set()
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._read_report)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _read_report(self, engine: Any = None) -> None:
+        if os.path.isfile(self.report_file):
+            with open(self.report_file, newline="") as stream:
+                self._written = {row["file"] for row in csv.DictReader(stream) if row.get("split") == self.split}
+
+    def _split_error(self, error: str) -> tuple[str, str]:
+        """(file, problem) of a loader message ``"<file>: <problem>"``; a file name may hold ': ' itself."""
+        for cut in (i for i in range(len(error)) if error.startswith(": ", i)):
+            if error[:cut] in self._index:
+                return error[:cut], error[cut + 2:]
+        file, _, problem = error.partition(": ")
+        return file, problem
+
+    def __call__(self, engine: Any) -> None:
+        batch = engine.state.batch
+        errors = batch.get(self.error_key) if isinstance(batch, dict) else None
+        if not errors:
+            return
+        rows = []
+        for error in errors:
+            if not error:
+                continue
+            file, problem = self._split_error(str(error))
+            if file in self._written:
+                continue
+            self._written.add(file)
+            rows.append({"split": self.split, "index": self._index.get(file, ""), "file": file, "problem": problem})
+        if not rows:
+            return
+        new = not os.path.isfile(self.report_file)
+        os.makedirs(os.path.dirname(os.path.abspath(self.report_file)), exist_ok=True)
+        with open(self.report_file, "a", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=REPORT_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)

@@ -35,6 +35,9 @@ class Datalist:
     task: Task = "multilabel"
     # official splits when the data set defines them ({"train": [...], "validation": [...], "test": [...]})
     splits: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # rows of the label file left out on purpose, by reason ({"marked 'exclude'": 1312, ...}), for the summary
+    dropped: dict[str, int] = field(default_factory=dict)
+    source: str | None = None  # the label file (or folder) read, for messages
 
     def __len__(self) -> int:
         return len(self.records)

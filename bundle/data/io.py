@@ -148,6 +148,43 @@ def load_cxr(path: PathLike, *, require_chest: bool = True, min_size: int = 16) 
     return _finish(image, path, min_size)
 
 
+def list_folder(folder: PathLike) -> tuple[list[Path], list[Path]]:
+    """``(entries, hidden)`` below ``folder``, in sorted order: every entry that is not a folder, and the hidden ones.
+
+    Entries are not opened: regular files, special files (pipes, sockets, devices), dangling or
+    looping symbolic links all come back, for the loader to read or to describe. Folders
+    (also behind symbolic links) are searched, each real folder once; a hidden entry
+    (name starting with ``.``) is not searched or returned among the entries.
+    """
+    entries: list[Path] = []
+    hidden: list[Path] = []
+    seen: set[str] = set()
+
+    def walk(directory: Path) -> None:
+        seen.add(os.path.realpath(directory))
+        try:
+            with os.scandir(directory) as iterator:
+                children = sorted(iterator, key=lambda entry: entry.name)
+        except OSError as exc:
+            raise CXRDataError(directory, f"cannot list folder: {exc.strerror or exc}") from exc
+        for child in children:
+            path = Path(child.path)
+            if child.name.startswith("."):
+                hidden.append(path)
+                continue
+            try:
+                is_folder = child.is_dir()  # follows links; False for a dangling or looping one
+            except OSError:
+                is_folder = False
+            if not is_folder:
+                entries.append(path)
+            elif os.path.realpath(path) not in seen:
+                walk(path)
+
+    walk(Path(folder))
+    return entries, hidden
+
+
 def image_format(path: PathLike) -> str:
     """``"dicom"``, ``"pillow"`` (PNG/JPEG/BMP/TIFF), ``"nifti"`` or ``"itk"``: how :func:`load_cxr` would read ``path``.
 
@@ -282,11 +319,17 @@ class LoadCXRd(MapTransform):
                 d[key] = self.loader(source)
             except CXRDataError as error:
                 if self.on_error == "raise":
+                    if error.advice is None:
+                        error.advice = _LOAD_ADVICE
                     raise
                 d[self.error_key] = str(error)  # names the file
                 name = str(source) if isinstance(source, (str, Path)) else ""
                 d[key] = MetaTensor(torch.zeros(1, self.min_size, self.min_size), meta={"filename_or_obj": name})
         return d
+
+
+_LOAD_ADVICE = ("Fix or remove this file; `python scripts/check_dataset.py --dataset ... --dataset_dir ...` lists "
+                "every bad file of a data set at once, and training with --skip_bad_records true leaves them out.")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,8 +12,18 @@ gives the line of the file (line = row + 1).
 All readers accept ``.csv`` and compressed ``.csv.gz`` files (pandas infers the compression).
 Image paths are made absolute by joining them with ``image_root``, which defaults to the
 folder of the label file. With ``check_files=True`` (the default) every image is checked to
-exist and *all* missing images are reported in one error; ``check_files=False`` does not
-touch the image folder (use it to parse label files without their images).
+exist and *all* missing images are reported in one error; ``missing="keep"`` keeps their
+records instead (at the path where the image was expected), so that the data-set check
+(:mod:`bundle.data.check`, which :func:`bundle.data.load_splits` users run) reports them
+together with every other problem and ``skip_bad_records`` can leave them out;
+``check_files=False`` does not touch the image folder (use it to parse label files without
+their images). A label file with no data rows is an error.
+
+**Paths stay inside the data folder.** An image path that leaves ``image_root`` (``../..``, or an
+absolute path elsewhere) is refused, naming the rows, unless ``allow_outside_paths=True``
+(dataset option ``allow_outside_paths``) or ``image_root`` names a folder that holds them all.
+The check is on the written path (``..`` resolved, symbolic links inside the folder followed as
+usual), before any file is touched.
 
 =================  ==========  ===============================================================
 reader             task        label vector
@@ -25,14 +35,18 @@ read_vindr         multilabel  VinDr-CXR's 14 findings + "No Finding" (radiologi
 read_csv_datalist  both        0/1 label columns, or one class-name column
 read_image_folder  multiclass  one class per sub-folder (sorted names)
 read_cxr3          multiclass  [Normal, Pneumonia, COVID-19]
+read_padchest      multilabel  PadChest report terms -> 17 findings + "No Finding"
 =================  ==========  ===============================================================
 """
 
 from __future__ import annotations
 
+import ast
 import gc
 import os
 import re
+import zipfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -43,11 +57,20 @@ import pandas as pd
 
 from .datalist import VIEWS, Datalist
 from .errors import CXRDataError
-from .vocabulary import CHEXPERT_FINDINGS, NIH_FINDINGS, VINDR_FINDINGS, canonical_finding
+from .io import list_folder, path_problem
+from .vocabulary import (
+    CHEXPERT_FINDINGS,
+    NIH_FINDINGS,
+    PADCHEST_FINDINGS,
+    PADCHEST_TERMS,
+    VINDR_FINDINGS,
+    canonical_finding,
+)
 
 __all__ = [
     "CXR3_CLASSES",
     "KERMANY_PATIENT_PATTERN",
+    "PADCHEST_PROJECTIONS",
     "PNEUMONIAMNIST_CLASSES",
     "normalise_view",
     "read_chexpert",
@@ -59,6 +82,7 @@ __all__ = [
     "read_nih_boxes",
     "nih_boxes_to_image",
     "image_file_size",
+    "read_padchest",
     "read_vindr",
 ]
 
@@ -71,6 +95,7 @@ CXR3_CLASSES: tuple[str, ...] = ("Normal", "Pneumonia", "COVID-19")
 KERMANY_PATIENT_PATTERN = r"^(?P<patient>person\d+|(?:NORMAL\d*-)?IM-\d+)(?=[_-])"
 _MAX_LISTED = 5  # how many examples an error message lists
 NIH_BOX_GRID = 1024  # BBox_List_2017.csv's coordinates are pixels of NIH's 1024 x 1024 release
+Missing = Literal["raise", "keep"]
 
 
 # ----------------------------------------------------------------------------------------- MedMNIST
@@ -101,11 +126,14 @@ def read_medmnist(npz_path: PathLike, *, flavour: str | None = None) -> Datalist
     ("train", "validation", "test"; MedMNIST's "val" is renamed). ``view`` is "UNKNOWN".
     """
     path = _existing_file(npz_path)
+    if path.stat().st_size == 0:
+        raise CXRDataError(path, "empty file (0 bytes), not a MedMNIST .npz")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as exc:
-        raise CXRDataError(path, f"cannot be read as a MedMNIST .npz: {exc}") from exc
+            arrays = {key: npz[key] for key in npz.files}  # decompresses here: a truncated member fails now
+    except Exception as exc:  # EOFError, zipfile.BadZipFile, zlib.error, ValueError (pickled), OSError ...
+        kind = "truncated or damaged" if isinstance(exc, (EOFError, zipfile.BadZipFile, zlib.error)) else "unreadable"
+        raise CXRDataError(path, f"cannot be read as a MedMNIST .npz ({kind}: {type(exc).__name__}: {exc})") from exc
     required = [f"{key}_{kind}" for key, _ in _MEDMNIST_SPLITS for kind in ("images", "labels")]
     missing = [k for k in required if k not in arrays]
     if missing:
@@ -125,7 +153,7 @@ def read_medmnist(npz_path: PathLike, *, flavour: str | None = None) -> Datalist
         patients = [f"{split}-{i}" for i in range(n)]
         splits[split] = _make_records(list(images), vectors, np.ones_like(vectors), patients, ["UNKNOWN"] * n)
     records = [r for split in splits.values() for r in split]
-    return Datalist(records, class_names, task, splits)
+    return Datalist(records, class_names, task, splits, source=str(path))
 
 
 def _medmnist_flavour(path: Path, train_labels: np.ndarray, flavour: str | None) -> str:
@@ -143,6 +171,9 @@ def _medmnist_flavour(path: Path, train_labels: np.ndarray, flavour: str | None)
 
 
 def _check_medmnist_arrays(path: Path, key: str, images: np.ndarray, labels: np.ndarray, width: int) -> None:
+    if images.ndim >= 1 and len(images) == 0:
+        split = dict(_MEDMNIST_SPLITS)[key]
+        raise CXRDataError(path, f"{key}_images is empty: the {split} split has no images")
     square = images.ndim == 3 and images.shape[1] == images.shape[2]
     if images.dtype != np.uint8 or not square or images.shape[1] not in (28, 64, 128, 224):
         raise CXRDataError(
@@ -174,6 +205,8 @@ def read_chexpert(
     uncertain: Literal["ignore", "zeros", "ones"] = "ignore",
     blank: Literal["unknown", "negative"] = "unknown",
     check_files: bool = True,
+    missing: Missing = "raise",
+    allow_outside_paths: bool = False,
 ) -> Datalist:
     """Read CheXpert's ``train.csv`` / ``valid.csv`` (v1.0 or v1.0-small).
 
@@ -219,12 +252,17 @@ def read_chexpert(
 
     label, mask = _chexpert_label_and_mask(codes, uncertain, blank)
     keep = np.ones(len(df), bool) if wanted_views is None else np.isin(view, wanted_views)
+    if not keep.any():
+        raise CXRDataError(path, f"no rows left after the view filter views={list(wanted_views or [])} "
+                                 f"(views in the file: {sorted(set(view.tolist()))})")
     root = _root(image_root, path)
+    _check_inside(root, rel[keep], path, "Path", allow_outside_paths)
     images = _join(root, rel[keep])
     if check_files:
-        _check_files_exist(images, path, root)
+        _check_files_exist(images, path, root, missing)
     records = _make_records(images, label[keep], mask[keep], patient[keep].tolist(), view[keep].tolist())
-    return Datalist(records, list(CHEXPERT_FINDINGS), "multilabel")
+    dropped = {f"views other than {', '.join(wanted_views)}": int((~keep).sum())} if wanted_views and (~keep).any() else {}
+    return Datalist(records, list(CHEXPERT_FINDINGS), "multilabel", dropped=dropped, source=str(path))
 
 
 def _chexpert_label_and_mask(codes: np.ndarray, uncertain: str, blank: str) -> tuple[np.ndarray, np.ndarray]:
@@ -256,6 +294,8 @@ def read_nih(
     test_list: PathLike | None = None,
     bbox_csv: PathLike | None = None,
     check_files: bool = True,
+    missing: Missing = "raise",
+    allow_outside_paths: bool = False,
 ) -> Datalist:
     """Read NIH ChestX-ray14's ``Data_Entry_2017*.csv``.
 
@@ -294,7 +334,8 @@ def read_nih(
     label = _nih_labels(df["Finding Labels"], path)
     patient = df["Patient ID"].astype(str).str.strip().str.zfill(8).tolist()
     view = df["View Position"].map(normalise_view, na_action="ignore").fillna("UNKNOWN").tolist()
-    images = _resolve_by_name(_root(image_root, path), names, ("",), check_files, path)
+    images = _resolve_by_name(_root(image_root, path), names, ("",), check_files, path, missing=missing,
+                              allow_outside_paths=allow_outside_paths, column="Image Index")
     records = _make_records(images, label, np.ones_like(label), patient, view)
     if bbox_csv is not None:
         _attach_boxes(records, names, read_nih_boxes(bbox_csv))
@@ -303,7 +344,7 @@ def read_nih(
                 if "boxes" in record:
                     record["boxes"] = nih_boxes_to_image(record["boxes"], record["image"])
     splits = _nih_official_splits(path, names, records, train_val_list, test_list)
-    return Datalist(records, list(NIH_FINDINGS), "multilabel", splits)
+    return Datalist(records, list(NIH_FINDINGS), "multilabel", splits, source=str(path))
 
 
 def _nih_labels(findings: pd.Series, path: Path) -> np.ndarray:
@@ -336,7 +377,7 @@ def read_nih_boxes(bbox_csv: PathLike) -> dict[str, list[dict[str, Any]]]:
     images; labels are canonical ("Infiltrate" -> "Infiltration", "Effusion" -> "Pleural Effusion").
     """
     path = _existing_file(bbox_csv)
-    df = _read_csv(path, ["Image Index", "Finding Label"])
+    df = _read_csv(path, ["Image Index", "Finding Label"], allow_empty=True)
     xywh = ["Bbox [x", "y", "w", "h]"] if "Bbox [x" in df.columns else ["x", "y", "w", "h"]
     _check_columns(df, xywh, path)
     x, y, w, h = _parse_numbers(df, xywh, path).T
@@ -351,6 +392,8 @@ def image_file_size(path: PathLike) -> tuple[int, int] | None:
     """``(width, height)`` of an image file from its header (the pixels are not decoded); None if unreadable."""
     from PIL import Image
 
+    if path_problem(path) is not None:  # missing, or a pipe / device that opening would block on
+        return None
     try:
         with Image.open(path) as image:
             return image.size
@@ -408,6 +451,8 @@ def read_vindr(
     *,
     vote: Literal["majority", "any"] | int = "majority",
     check_files: bool = True,
+    missing: Missing = "raise",
+    allow_outside_paths: bool = False,
 ) -> Datalist:
     """Read VinDr-CXR's ``train.csv`` (one row per radiologist finding): one record per image.
 
@@ -456,10 +501,13 @@ def read_vindr(
     for image_id, finding, rad, coords in zip(kept["image_id"], kept["finding"], kept["rad_id"], kept_boxes):
         boxes.setdefault(image_id, []).append({"label": finding, "box": coords, "rad_id": str(rad)})
 
-    images = _resolve_by_name(_root(image_root, path), image_ids, (".dicom", ".dcm"), check_files, path)
+    first_rows = df.index[~df["image_id"].duplicated()].to_numpy()
+    images = _resolve_by_name(_root(image_root, path), image_ids, (".dicom", ".dcm"), check_files, path,
+                              missing=missing, allow_outside_paths=allow_outside_paths, column="image_id",
+                              rows=first_rows)
     records = _make_records(images, label, np.ones_like(label), image_ids, ["UNKNOWN"] * len(image_ids))
     _attach_boxes(records, image_ids, boxes)
-    return Datalist(records, list(VINDR_FINDINGS), "multilabel")
+    return Datalist(records, list(VINDR_FINDINGS), "multilabel", source=str(path))
 
 
 def _votes_needed(vote: str | int) -> int | None:
@@ -488,6 +536,8 @@ def read_csv_datalist(
     view_column: str | None = None,
     class_map: Mapping[str, str] | None = None,
     check_files: bool = True,
+    missing: Missing = "raise",
+    allow_outside_paths: bool = False,
 ) -> Datalist:
     """Read a generic CSV with one row per image, in one of two forms.
 
@@ -499,7 +549,7 @@ def read_csv_datalist(
       ``class_names`` fixes the order (a value not in it is an error); default: sorted unique.
 
     ``image_column`` holds paths, relative to ``image_root`` (default: the csv's folder) or
-    absolute; each image may appear only once. ``patient_column`` gives patient ids
+    absolute, inside ``image_root`` unless ``allow_outside_paths``; each image may appear only once. ``patient_column`` gives patient ids
     (default: the image file's stem, i.e. one patient per image); ``view_column`` gives views
     (normalised with :func:`normalise_view`; default "UNKNOWN").
     """
@@ -539,13 +589,15 @@ def read_csv_datalist(
     if view_column is not None:
         view = df[view_column].map(normalise_view, na_action="ignore").fillna("UNKNOWN").tolist()
     root = _root(image_root, path)
+    _check_inside(root, rel, path, image_column, allow_outside_paths)
     images = _join(root, rel)
     if check_files:
-        _check_files_exist(images, path, root)
-    return Datalist(_make_records(images, label, mask, patient, view), names, task)
+        _check_files_exist(images, path, root, missing)
+    return Datalist(_make_records(images, label, mask, patient, view), names, task, source=str(path))
 
 
-def read_cxr3(root: PathLike, *, check_files: bool = True) -> Datalist:
+def read_cxr3(root: PathLike, *, check_files: bool = True, missing: Missing = "raise",
+              allow_outside_paths: bool = False) -> Datalist:
     """Read the cxr3 set: ``root/metadata.csv`` and ``root/images/``.
 
     ``metadata.csv`` columns: ``image,patient_id,label,finding,view,sex,age,source``; ``image``
@@ -564,7 +616,123 @@ def read_cxr3(root: PathLike, *, check_files: bool = True) -> Datalist:
         patient_column="patient_id",
         view_column="view",
         check_files=check_files,
+        missing=missing,
+        allow_outside_paths=allow_outside_paths,
     )
+
+
+# ----------------------------------------------------------------------------------------- PadChest
+
+#: PadChest's ``Projection`` values: PA, AP (erect), AP_horizontal (supine, horizontal beam), L (lateral),
+#: COSTAL (rib views), EXCLUDE and UNK (not classified).
+PADCHEST_PROJECTIONS: tuple[str, ...] = ("PA", "AP", "AP_horizontal", "L", "COSTAL", "EXCLUDE", "UNK")
+_PADCHEST_COLUMNS = ["ImageID", "ImageDir", "PatientID", "Projection", "MethodLabel", "Labels"]
+_PADCHEST_DROP_TERMS = {"exclude": "marked 'exclude'", "suboptimal study": "marked 'suboptimal study'"}
+
+
+def read_padchest(
+    csv_path: PathLike,
+    image_root: PathLike | None = None,
+    *,
+    projections: Sequence[str] | None = ("PA", "AP", "AP_horizontal"),
+    physician_only: bool = False,
+    check_files: bool = True,
+    missing: Missing = "raise",
+    allow_outside_paths: bool = False,
+) -> Datalist:
+    """Read PadChest's label file (``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv[.gz]``).
+
+    Columns used: ``ImageID`` (file name), ``ImageDir`` (its folder, 0..54), ``PatientID``,
+    ``Projection``, ``MethodLabel`` and ``Labels``, a Python-list string of report terms such as
+    ``"['pleural effusion', 'cardiomegaly']"``, parsed as a literal (:func:`ast.literal_eval`,
+    never evaluated as code; anything but a list of strings is an error naming the row).
+
+    * Labels: multilabel over :data:`~bundle.data.vocabulary.PADCHEST_FINDINGS`; each term
+      (stripped, lower case) maps through :data:`~bundle.data.vocabulary.PADCHEST_TERMS` (a class
+      and its more specific terms: "lobar atelectasis" -> Atelectasis); terms that are no class
+      are ignored. "No Finding" = the term "normal" and no class finding (226 real rows list
+      "normal" beside a finding: the finding wins). All labels are known (mask 1).
+    * Rows left out, counted in ``Datalist.dropped`` (shown in the split summary): no labels
+      (blank or an empty list), "exclude", "suboptimal study", a ``Projection`` not in
+      ``projections`` (default: the frontal PA, AP and AP_horizontal; ``None`` keeps every one,
+      see :data:`PADCHEST_PROJECTIONS`), and with ``physician_only`` the rows labelled by
+      PadChest's RNN rather than by a physician (``MethodLabel``).
+    * ``patient_id``: ``PatientID`` (a patient has several studies: split by patient).
+      ``view``: PA, AP (also AP_horizontal), LATERAL (L), else UNKNOWN.
+    * Image path: ``image_root/<ImageDir>/<ImageID>`` (default root: the csv's folder); the
+      images are 16-bit PNGs holding 10- or 12-bit data, which :func:`bundle.data.load_cxr`
+      scales by its significant-bits rule.
+    """
+    path = _existing_file(csv_path)
+    wanted = None if projections is None else [projections] if isinstance(projections, str) else list(projections)
+    unknown = [v for v in wanted or [] if v not in PADCHEST_PROJECTIONS]
+    if unknown:
+        raise ValueError(f"unknown PadChest projection(s) {unknown}; known: {', '.join(PADCHEST_PROJECTIONS)}")
+    df = _read_csv(path, _PADCHEST_COLUMNS, only_required=True, dtype=str)
+    _check_unique(df, ["ImageDir", "ImageID"], path)
+    terms = _padchest_terms(df["Labels"], path)
+
+    dropped: dict[str, int] = {}
+    keep = np.ones(len(df), bool)
+
+    def drop(reason: str, rows: np.ndarray) -> None:
+        nonlocal keep
+        count = int((keep & rows).sum())
+        if count:
+            dropped[reason] = count
+        keep &= ~rows
+
+    drop("no labels", terms.map(len).to_numpy() == 0)
+    for term, reason in _PADCHEST_DROP_TERMS.items():
+        drop(reason, terms.map(lambda found, term=term: term in found).to_numpy(bool))
+    projection = df["Projection"].fillna("").str.strip()
+    if wanted is not None:
+        drop(f"projections other than {', '.join(wanted)}", ~projection.isin(wanted).to_numpy())
+    if physician_only:
+        drop("not labelled by a physician (MethodLabel)", (df["MethodLabel"].fillna("").str.strip() != "Physician")
+             .to_numpy())
+    if not keep.any():
+        raise CXRDataError(path, f"no rows left after the filters ({'; '.join(f'{n} {r}' for r, n in dropped.items())})")
+
+    kept = terms[keep]
+    column = {name: j for j, name in enumerate(PADCHEST_FINDINGS)}
+    label = np.zeros((len(kept), len(PADCHEST_FINDINGS)), np.float32)
+    for i, found in enumerate(kept):
+        for term in found:
+            canonical = PADCHEST_TERMS.get(term)
+            if canonical is not None:
+                label[i, column[canonical]] = 1.0
+    no_finding = column["No Finding"]
+    label[label[:, [j for j in range(len(PADCHEST_FINDINGS)) if j != no_finding]].any(axis=1), no_finding] = 0.0
+
+    rel = (df["ImageDir"].fillna("").str.strip() + "/" + df["ImageID"].fillna("").str.strip())[keep]
+    root = _root(image_root, path)
+    _check_inside(root, rel, path, "ImageDir/ImageID", allow_outside_paths)
+    images = _join(root, rel)
+    if check_files:
+        _check_files_exist(images, path, root, missing)
+    patient = df["PatientID"].fillna("").str.strip()[keep].tolist()
+    view = projection[keep].map(normalise_view).tolist()
+    records = _make_records(images, label, np.ones_like(label), patient, view)
+    return Datalist(records, list(PADCHEST_FINDINGS), "multilabel", dropped=dropped, source=str(path))
+
+
+def _padchest_terms(labels: pd.Series, path: Path) -> pd.Series:
+    """Each row's report terms as a frozenset of stripped, lower-case strings (empty for a blank cell)."""
+    parsed: dict[str, frozenset[str]] = {}
+    for text in labels.dropna().unique():
+        try:
+            value = ast.literal_eval(text)  # a literal only: never runs code
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+            row = int(np.flatnonzero((labels == text).to_numpy())[0])
+            raise CXRDataError(path, f"'Labels' at {_row(row)} is not a list of terms: {text[:80]!r} "
+                                     f"({type(exc).__name__})") from exc
+        if not isinstance(value, (list, tuple)) or not all(isinstance(t, str) for t in value):
+            row = int(np.flatnonzero((labels == text).to_numpy())[0])
+            raise CXRDataError(path, f"'Labels' at {_row(row)} is not a list of terms: {text[:80]!r}")
+        parsed[text] = frozenset(t.strip().lower() for t in value if t.strip())
+    empty: frozenset[str] = frozenset()
+    return labels.map(lambda text: parsed.get(text, empty) if isinstance(text, str) else empty)
 
 
 # ----------------------------------------------------------------------------------------- image folder
@@ -576,7 +744,7 @@ _SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
 def read_image_folder(
     root: PathLike,
     *,
-    extensions: Sequence[str] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom"),
+    extensions: Sequence[str] | None = None,
     patient_id_from: str | re.Pattern[str] | None = None,
 ) -> Datalist:
     """Read a folder-per-class layout into a multiclass datalist.
@@ -587,8 +755,13 @@ def read_image_folder(
     * Kermany et al.'s ``root/{train,val,test}/<CLASS>/<image>``: fills ``splits``
       ("train", "validation" (from "val" or "validation"), "test"); ``records`` holds them all.
 
-    Class names are the sub-folder names as they are, sorted. Images are the files with one of
-    ``extensions`` (any case) anywhere below a class folder, in sorted order.
+    Class names are the sub-folder names as they are, sorted. Every file anywhere below a class
+    folder is a record (in sorted order; hidden entries, names starting with ``.``, are not), so a
+    file the loader refuses (a text file, a GIF, a named pipe ...) is reported by the data-set
+    check like any other bad record instead of being passed over; ``extensions`` (e.g.
+    ``(".png", ".jpeg")``, any case) keeps only files with those endings. Errors: fewer than two
+    classes (a classifier needs two), an empty class folder, a split folder without class folders.
+
     ``patient_id_from``: ``None`` -> the file stem (one patient per image); ``"kermany"`` ->
     :data:`KERMANY_PATIENT_PATTERN` ("person1_bacteria_1.jpeg" -> "person1",
     "IM-0115-0001.jpeg" -> "IM-0115"); or a regular expression searched in the file name, whose
@@ -601,14 +774,24 @@ def read_image_folder(
     split_dirs = [(_SPLIT_FOLDERS.get(p.name.lower()), p) for p in _subfolders(folder)]
     split_dirs = [(split, p) for split, p in split_dirs if split is not None]
     groups = sorted(split_dirs, key=lambda g: _SPLIT_ORDER[g[0]]) or [(None, folder)]
-    suffixes = tuple(e.lower() for e in extensions)
+    suffixes = None if extensions is None else tuple(e.lower() for e in extensions)
     found: list[tuple[str | None, str, Path]] = []  # split, class, file
     for split, base in groups:
-        for class_dir in _subfolders(base):
-            files = sorted(f for f in class_dir.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
+        class_dirs = _subfolders(base)
+        if not class_dirs:
+            raise CXRDataError(base, "no class sub-folders (expected <folder>/<CLASS>/<images>)")
+        for class_dir in class_dirs:
+            entries, _ = list_folder(class_dir)
+            files = [f for f in entries if suffixes is None or f.name.lower().endswith(suffixes)]
+            if not files:
+                wanted = f" with {', '.join(extensions)}" if extensions is not None else ""
+                raise CXRDataError(class_dir, f"empty class folder: no files{wanted} of class {class_dir.name!r}; "
+                                              f"add its images or remove the folder")
             found += [(split, class_dir.name, f) for f in files]
-    if not found:
-        raise CXRDataError(folder, f"no images ({', '.join(extensions)}) in class sub-folders")
+    class_names = sorted({c for _, c, _ in found})
+    if len(class_names) < 2:
+        raise CXRDataError(folder, f"only one class folder ({class_names[0]!r}): a classifier needs at least two "
+                                   f"classes, one sub-folder each")
 
     pattern = _patient_pattern(patient_id_from)
     patients = [_patient_from_name(f, pattern) for _, _, f in found]
@@ -619,7 +802,6 @@ def read_image_folder(
             f"{len(unmatched)} file names do not match patient_id_from {pattern.pattern!r}, "
             f"e.g. {unmatched[:_MAX_LISTED]}",
         )
-    class_names = sorted({c for _, c, _ in found})
     index = {c: i for i, c in enumerate(class_names)}
     label = np.eye(len(class_names), dtype=np.float32)[[index[c] for _, c, _ in found]]
     images = [str(f) for _, _, f in found]
@@ -628,7 +810,7 @@ def read_image_folder(
     for (split, _, _), record in zip(found, records):
         if split is not None:
             splits.setdefault(split, []).append(record)
-    return Datalist(records, class_names, "multiclass", splits)
+    return Datalist(records, class_names, "multiclass", splits, source=str(folder))
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -681,14 +863,27 @@ def _existing_file(path: PathLike) -> Path:
     return file
 
 
-def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
-    """Read a .csv / .csv.gz (column names stripped) and check the ``required`` columns."""
+def _read_csv(path: Path, required: Iterable[str], *, allow_empty: bool = False, only_required: bool = False,
+              dtype: Any = None) -> pd.DataFrame:
+    """Read a .csv / .csv.gz (column names stripped) and check the ``required`` columns.
+
+    A file with a header and no data rows is an error unless ``allow_empty``. ``only_required``
+    reads just those columns (large files with long free-text columns); ``dtype`` as pandas'.
+    """
+    required = list(dict.fromkeys(required))
+    usecols = (lambda column: str(column).strip() in required) if only_required else None
     try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
+        df = pd.read_csv(path, usecols=usecols, dtype=dtype, low_memory=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError,
+            zlib.error) as exc:
         raise CXRDataError(path, f"cannot be read as CSV: {exc}") from exc
     df.columns = [str(c).strip() for c in df.columns]
+    if only_required and not all(c in df.columns for c in required):  # name the file's own columns
+        found = list(pd.read_csv(path, nrows=0).columns.str.strip())
+        raise CXRDataError(path, f"missing column(s) {[c for c in required if c not in found]}; found {found}")
     _check_columns(df, required, path)
+    if df.empty and not allow_empty:
+        raise CXRDataError(path, "no data rows (the file has only its header): no images to train or test on")
     return df.reset_index(drop=True)
 
 
@@ -825,6 +1020,37 @@ def _join(root: Path, relative: pd.Series | Sequence[str]) -> list[str]:
     return relative.where(absolute, base + relative).tolist()
 
 
+def _check_inside(root: Path, relative: pd.Series, source: Path, column: str, allow_outside_paths: bool) -> None:
+    """Refuse image paths that leave ``root`` (``..`` segments, absolute paths elsewhere), naming the rows.
+
+    ``relative``: the paths as written in the label file, indexed by data-row position. Only
+    absolute paths and paths with a ``..`` segment can leave; those are normalised (lexically:
+    ``..`` resolved, symbolic links not) and compared with ``root``.
+    """
+    if allow_outside_paths or not len(relative):
+        return
+    text = relative.astype("string")
+    absolute = text.map(os.path.isabs, na_action="ignore") if os.name == "nt" else text.str.startswith("/")
+    suspect = (absolute.fillna(False).astype(bool)
+               | text.str.contains(r"(?:^|[\\/])\.\.(?:[\\/]|$)", regex=True).fillna(False).astype(bool))
+    if not suspect.any():
+        return
+    base = os.path.normpath(os.path.abspath(root))
+    outside = []
+    for row, value in text[suspect].items():
+        full = os.path.normpath(os.path.join(base, value))  # an absolute value replaces base
+        if os.path.commonpath([base, full]) != base:
+            outside.append(f"{value!r} at {_row(int(row))}")
+    if outside:
+        raise CXRDataError(
+            source,
+            f"{len(outside)} image path(s) in column {column!r} leave the data folder {base}: "
+            f"{', '.join(outside[:_MAX_LISTED])}{', ...' if len(outside) > _MAX_LISTED else ''}; move the images "
+            f"inside it, set image_root to a folder that holds them all, or set the dataset option "
+            f"allow_outside_paths to true (reader argument allow_outside_paths=True) if they are elsewhere on purpose",
+        )
+
+
 def _raise_missing(source: Path, root: Path, missing: list[str], total: int) -> None:
     """One error for all missing images: how many, and the first few."""
     where = f"image folder {root} does not exist; " if not root.is_dir() else ""
@@ -833,10 +1059,14 @@ def _raise_missing(source: Path, root: Path, missing: list[str], total: int) -> 
     )
 
 
-def _check_files_exist(images: Sequence[str], source: Path, root: Path) -> None:
-    missing = _missing_files(images)
-    if missing:
-        _raise_missing(source, root, missing, len(images))
+def _check_files_exist(images: Sequence[str], source: Path, root: Path, missing: Missing = "raise") -> None:
+    """``missing="raise"``: one error for all missing images; ``"keep"``: nothing (the data-set check reports them)."""
+    _check_choice("missing", missing, ("raise", "keep"))
+    if missing == "keep":
+        return
+    absent = _missing_files(images)
+    if absent:
+        _raise_missing(source, root, absent, len(images))
 
 
 def _missing_files(paths: Iterable[str]) -> list[str]:
@@ -863,23 +1093,39 @@ def _index_folder(root: Path) -> dict[str, str]:
 
 
 def _resolve_by_name(
-    root: Path, names: list[str], suffixes: tuple[str, ...], check_files: bool, source: Path
+    root: Path,
+    names: list[str],
+    suffixes: tuple[str, ...],
+    check_files: bool,
+    source: Path,
+    *,
+    missing: Missing = "raise",
+    allow_outside_paths: bool = False,
+    column: str = "image",
+    rows: Sequence[int] | None = None,
 ) -> list[str]:
     """Image paths from file names (each tried with ``suffixes``), for sets shipped in sub-folders.
 
     ``check_files=True``: each name is looked up anywhere below ``root``; all missing in one
-    error. ``check_files=False``: ``root/images/<name><suffixes[0]>`` if ``root/images`` is a
-    folder, else ``root/<name><suffixes[0]>``; the disk is not searched.
+    error (``missing="keep"``: kept at ``<base>/<name><suffixes[0]>``, for the data-set check).
+    ``check_files=False``: ``root/images/<name><suffixes[0]>`` if ``root/images`` is a
+    folder, else ``root/<name><suffixes[0]>``; the disk is not searched. ``rows``: the data-row
+    position of each name (default: its position), for messages.
     """
+    _check_choice("missing", missing, ("raise", "keep"))
     base = root / "images" if (root / "images").is_dir() else root
+    positions = range(len(names)) if rows is None else rows
+    _check_inside(root, pd.Series([n + suffixes[0] for n in names], index=positions, dtype="string"), source, column,
+                  allow_outside_paths)
     if not check_files:
         return _join(base, [n + suffixes[0] for n in names])
     index = _index_folder(root) if root.is_dir() else {}
     images = [next((index[n + s] for s in suffixes if n + s in index), None) for n in names]
-    missing = [str(base / (n + suffixes[0])) for n, p in zip(names, images) if p is None]
-    if missing:
-        _raise_missing(source, root, missing, len(names))
-    return images  # type: ignore[return-value]
+    expected = [str(base / (n + suffixes[0])) for n in names]
+    absent = [path for path, found in zip(expected, images) if found is None]
+    if absent and missing == "raise":
+        _raise_missing(source, root, absent, len(names))
+    return [found if found is not None else path for path, found in zip(expected, images)]
 
 
 def _attach_boxes(records: list[Record], keys: Sequence[str], boxes: Mapping[str, list[Record]]) -> None:

@@ -11,14 +11,22 @@
 ``nih``                  folder with ``Data_Entry_2017*.csv`` and images         multi-label
 ``vindr``                folder with ``train.csv`` and ``train/*.dicom``         multi-label
 ``cxr3``                 folder with ``metadata.csv`` and ``images/``            multi-class
+``padchest``             folder with the PadChest label csv and ``<ImageDir>/``  multi-label
 ``folder``               ``<dir>/<CLASS>/*.png`` (or ``train/``, ``test/`` ...)   multi-class
 ``csv``                  a CSV file (options name the columns)                   either
 =======================  =====================================================  ===========
 
+Options every label-file set takes (``dataset_options``): ``image_root`` (where the images are,
+default ``dataset_dir``), ``allow_outside_paths`` (accept image paths that leave it; refused by
+default), ``check_files`` (false: do not look at the image folder). Missing images do not stop
+the reading: their records are kept for the data-set check, which lists them with every other
+problem (and ``skip_bad_records`` leaves them out); ``missing: "raise"`` stops at once instead.
+
 Splits: a data set's official split is used when it has one (MedMNIST; NIH's
 ``train_val_list.txt``/``test_list.txt``; Kermany folders); a missing validation
 split is carved from training by patient; otherwise a seeded patient-level split
-(no patient in two splits).
+(no patient in two splits). A split with a non-zero fraction that comes out empty (too few
+patients, an empty official list) is an error naming the data set and the split.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +58,8 @@ class DataSplits:
     test: list[dict[str, Any]]
     class_names: list[str]
     task: Task
+    dropped: dict[str, int] = field(default_factory=dict)  # label-file rows left out on purpose, by reason
+    source: str | None = None  # what was read (label file or folder), for messages
 
     @property
     def num_classes(self) -> int:
@@ -61,9 +71,11 @@ class DataSplits:
         return self.train + self.validation + self.test
 
     def summary(self) -> str:
+        left_out = "; left out: " + ", ".join(f"{n:,} rows {why}" for why, n in self.dropped.items()) \
+            if self.dropped else ""
         return (
             f"{self.task} over {self.num_classes} classes {self.class_names}; "
-            f"train {len(self.train)}, validation {len(self.validation)}, test {len(self.test)} images"
+            f"train {len(self.train)}, validation {len(self.validation)}, test {len(self.test)} images{left_out}"
         )
 
 
@@ -101,13 +113,28 @@ def _medmnist(flavour: str) -> Callable[[str, dict[str, Any]], Datalist]:
     return read
 
 
+_FILE_OPTIONS = ("check_files", "missing", "allow_outside_paths")
+
+
+def _file_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options about image files every label-file reader takes; missing images are kept for the check."""
+    return {"missing": "keep", **{k: options[k] for k in _FILE_OPTIONS if k in options}}
+
+
+def _image_root(dataset_dir: str, options: dict[str, Any], default: str | None = None) -> str:
+    return options.get("image_root") or default or (dataset_dir if os.path.isdir(dataset_dir) else
+                                                    os.path.dirname(dataset_dir))
+
+
 def _chexpert(dataset_dir: str, options: dict[str, Any]) -> Datalist:
-    keys = ("views", "uncertain", "blank", "check_files")
+    keys = ("views", "uncertain", "blank")
+    kwargs = {**{k: options[k] for k in keys if k in options}, **_file_options(options)}
+    root = _image_root(dataset_dir, options)
     train = readers.read_chexpert(_one_file(dataset_dir, ("train.csv", "train.csv.gz"), "CheXpert train.csv"),
-                                  dataset_dir, **{k: options[k] for k in keys if k in options})
+                                  root, **kwargs)
     valid_csv = os.path.join(dataset_dir, "valid.csv")
     if os.path.isfile(valid_csv):  # CheXpert's own validation set: our test split (its test set is hidden)
-        test = readers.read_chexpert(valid_csv, dataset_dir, **{k: options[k] for k in keys if k in options})
+        test = readers.read_chexpert(valid_csv, root, **kwargs)
         train.splits = {"train": train.records, "test": test.records}
         train.records = train.records + test.records
     return train
@@ -116,29 +143,40 @@ def _chexpert(dataset_dir: str, options: dict[str, Any]) -> Datalist:
 def _nih(dataset_dir: str, options: dict[str, Any]) -> Datalist:
     csv = _one_file(dataset_dir, ("Data_Entry_2017*.csv", "Data_Entry_2017*.csv.gz"), "NIH Data_Entry_2017 csv")
     bbox = sorted(glob.glob(os.path.join(dataset_dir, "BBox_List_2017.csv*")))
-    return readers.read_nih(csv, dataset_dir, bbox_csv=bbox[0] if bbox else None,
-                            check_files=options.get("check_files", True))
+    return readers.read_nih(csv, _image_root(dataset_dir, options), bbox_csv=bbox[0] if bbox else None,
+                            **_file_options(options))
 
 
 def _vindr(dataset_dir: str, options: dict[str, Any]) -> Datalist:
     csv = _one_file(dataset_dir, ("train.csv", "train.csv.gz"), "VinDr-CXR train.csv")
-    image_root = os.path.join(dataset_dir, "train") if os.path.isdir(os.path.join(dataset_dir, "train")) else dataset_dir
-    return readers.read_vindr(csv, image_root, vote=options.get("vote", "majority"),
-                              check_files=options.get("check_files", True))
+    train_dir = os.path.join(dataset_dir, "train")
+    image_root = _image_root(dataset_dir, options, train_dir if os.path.isdir(train_dir) else None)
+    return readers.read_vindr(csv, image_root, vote=options.get("vote", "majority"), **_file_options(options))
 
 
 def _cxr3(dataset_dir: str, options: dict[str, Any]) -> Datalist:
-    return readers.read_cxr3(dataset_dir)
+    return readers.read_cxr3(dataset_dir, **_file_options(options))
+
+
+def _padchest(dataset_dir: str, options: dict[str, Any]) -> Datalist:
+    csv = _one_file(dataset_dir, ("PADCHEST_chest_x_ray_images_labels_160K*.csv*", "padchest*labels*.csv*",
+                                  "*160K*.csv*"), "PadChest label csv")
+    keys = ("projections", "physician_only")
+    return readers.read_padchest(csv, _image_root(dataset_dir, options),
+                                 **{k: options[k] for k in keys if k in options}, **_file_options(options))
 
 
 def _folder(dataset_dir: str, options: dict[str, Any]) -> Datalist:
-    return readers.read_image_folder(dataset_dir)
+    keys = ("extensions", "patient_id_from")
+    return readers.read_image_folder(dataset_dir, **{k: options[k] for k in keys if k in options})
 
 
 def _csv(dataset_dir: str, options: dict[str, Any]) -> Datalist:
-    known = ("image_column", "label_columns", "class_column", "class_names", "patient_column", "view_column", "check_files")
+    known = ("image_column", "label_columns", "class_column", "class_names", "patient_column", "view_column",
+             "class_map")
     csv = _one_file(dataset_dir, ("*.csv",), "CSV file")
-    return readers.read_csv_datalist(csv, options.get("image_root"), **{k: options[k] for k in known if k in options})
+    return readers.read_csv_datalist(csv, options.get("image_root"), **{k: options[k] for k in known if k in options},
+                                     **_file_options(options))
 
 
 DATASETS: dict[str, Callable[[Any, dict[str, Any]], Datalist]] = {
@@ -150,6 +188,7 @@ DATASETS: dict[str, Callable[[Any, dict[str, Any]], Datalist]] = {
     "nih": _nih,
     "vindr": _vindr,
     "cxr3": _cxr3,
+    "padchest": _padchest,
     "folder": _folder,
     "csv": _csv,
 }
@@ -196,4 +235,14 @@ def load_splits(
         splits = patient_split(datalist.records, fractions, seed=seed)
     if max_images is not None:
         splits = {name: records[:max_images] for name, records in splits.items()}
-    return DataSplits(splits["train"], splits["validation"], splits["test"], datalist.class_names, datalist.task)
+    source = datalist.source or (str(dataset_dir) if dataset_dir is not None else dataset)
+    for name in SPLITS:
+        official = name in datalist.splits
+        if not splits[name] and (official or fractions.get(name, 0) > 0):
+            patients = len({r.get("patient_id") for r in datalist.records})
+            why = "its official list is empty" if official else \
+                f"{len(datalist.records)} record(s) of {patients} patient(s) in all; a patient-level split into " \
+                f"train, validation and test needs at least 3 patients"
+            raise CXRDataError(source, f"the {name} split of {dataset!r} is empty ({why})")
+    return DataSplits(splits["train"], splits["validation"], splits["test"], datalist.class_names, datalist.task,
+                      dropped=dict(datalist.dropped), source=source)

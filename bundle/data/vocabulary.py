@@ -12,7 +12,8 @@ underscores and hyphens as one space (``"pleural_effusion"``, ``"PLEURAL  EFFUSI
 and ``"Pleural-Effusion"`` all match); spaces around ``/`` are ignored.
 
 Data sets: C = CheXpert, N = NIH ChestX-ray14 (and ChestMNIST), V = VinDr-CXR,
-M = multiclass sets (PneumoniaMNIST, Kermany, cxr3).
+M = multiclass sets (PneumoniaMNIST, Kermany, cxr3). PadChest's report terms are mapped by
+:data:`PADCHEST_TERMS` (a term and its more specific children -> one canonical name).
 
 ==========================  ==================================================  =========
 canonical name              synonyms (besides case/space/underscore variants)   data sets
@@ -68,6 +69,8 @@ __all__ = [
     "CHEXPERT_FINDINGS",
     "FINDINGS",
     "NIH_FINDINGS",
+    "PADCHEST_FINDINGS",
+    "PADCHEST_TERMS",
     "SYNONYMS",
     "SYNTHETIC_FINDINGS",
     "VINDR_FINDINGS",
@@ -166,6 +169,64 @@ VINDR_FINDINGS: tuple[str, ...] = (
     "No Finding",
 )
 
+#: PadChest's classes here (canonical names): the shared-vocabulary findings its report terms reach.
+PADCHEST_FINDINGS: tuple[str, ...] = (
+    "No Finding",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Enlarged Cardiomediastinum",
+    "Fibrosis",
+    "Fracture",
+    "Hernia",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pleural Effusion",
+    "Pleural Thickening",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
+)
+
+#: PadChest report terms (``Labels``, lower case) -> canonical finding. PadChest labels the most specific
+#: term of its hierarchy ("lobar atelectasis" under "atelectasis"), so a class takes its children too;
+#: "subcutaneous emphysema" is not emphysema of the lung and stays out. The other ~170 terms
+#: ("COPD signs", "aortic elongation", "scoliosis", "unchanged" ...) are not classes (no output, and
+#: they do not make "No Finding"); "exclude" and "suboptimal study" mark rows the reader leaves out.
+PADCHEST_TERMS: dict[str, str] = {
+    term: canonical
+    for canonical, terms in {
+        "No Finding": ("normal",),
+        "Atelectasis": ("atelectasis", "laminar atelectasis", "lobar atelectasis", "segmental atelectasis",
+                        "total atelectasis", "atelectasis basal", "round atelectasis"),
+        "Cardiomegaly": ("cardiomegaly",),
+        "Consolidation": ("consolidation",),
+        "Edema": ("pulmonary edema",),
+        "Emphysema": ("emphysema",),
+        "Enlarged Cardiomediastinum": ("mediastinal enlargement", "superior mediastinal enlargement"),
+        "Fibrosis": ("pulmonary fibrosis",),
+        "Fracture": ("fracture", "rib fracture", "callus rib fracture", "clavicle fracture", "humeral fracture",
+                     "vertebral fracture"),
+        "Hernia": ("hiatal hernia",),
+        "Infiltration": ("infiltrates",),
+        "Mass": ("mass", "pulmonary mass"),
+        "Nodule": ("nodule", "multiple nodules"),
+        "Pleural Effusion": ("pleural effusion", "loculated pleural effusion", "loculated fissural effusion"),
+        "Pleural Thickening": ("pleural thickening", "apical pleural thickening", "calcified pleural thickening"),
+        "Pneumonia": ("pneumonia", "atypical pneumonia"),
+        "Pneumothorax": ("pneumothorax", "hydropneumothorax"),
+        "Support Devices": ("pacemaker", "dual chamber device", "single chamber device", "electrical device",
+                            "nsg tube", "endotracheal tube", "tracheostomy tube", "chest drain tube", "catheter",
+                            "central venous catheter", "central venous catheter via jugular vein",
+                            "central venous catheter via subclavian vein", "central venous catheter via umbilical vein",
+                            "reservoir central venous catheter"),
+    }.items()
+    for term in terms
+}
+
 #: The findings the synthetic-image generator draws.
 SYNTHETIC_FINDINGS: tuple[str, ...] = (
     "Nodule",
@@ -216,5 +277,6 @@ def canonical_findings(names: Iterable[str]) -> list[str]:
     return [canonical_finding(n) for n in names]
 
 
-for _group in (CHEXPERT_FINDINGS, NIH_FINDINGS, VINDR_FINDINGS, SYNTHETIC_FINDINGS):
+for _group in (CHEXPERT_FINDINGS, NIH_FINDINGS, VINDR_FINDINGS, PADCHEST_FINDINGS, SYNTHETIC_FINDINGS):
     assert all(_n in _TABLE for _n in _group), _group
+assert set(PADCHEST_TERMS.values()) == set(PADCHEST_FINDINGS)

@@ -28,9 +28,8 @@ import torch
 
 from bundle.checkpoints import load_weights
 from bundle.data.errors import CXRDataError
-from bundle.data.io import image_format, load_cxr, path_problem, read_dicom_header
+from bundle.data.io import image_format, list_folder, load_cxr, path_problem, read_dicom_header
 from bundle.export import file_sha256
-from bundle.inference import scan_folder
 
 __all__ = [
     "NOT_FOR_DIAGNOSTIC_USE",
@@ -71,7 +70,7 @@ class InputScan:
 def scan_input(source: str | os.PathLike) -> InputScan:
     """The one DICOM image file to classify: ``source`` itself, or the only DICOM image under the folder.
 
-    A folder is searched recursively (:func:`bundle.inference.scan_folder`; DICOM recognised by
+    A folder is searched recursively (:func:`bundle.data.io.list_folder`; DICOM recognised by
     content, with or without preamble, any file name). Every other file is returned in
     ``skipped`` with its reason: not DICOM, a DICOM without pixel data (a DICOMDIR, a Structured
     Report such as this app's own output), unreadable, a named pipe, socket or device (never
@@ -96,7 +95,7 @@ def scan_input(source: str | os.PathLike) -> InputScan:
             raise CXRDataError(path, "not a DICOM file")
         _require_pixel_data(path)
         return InputScan(path)
-    entries, hidden = scan_folder(path)
+    entries, hidden = list_folder(path)
     images, skipped = [], []
     for entry in entries:
         reason = _why_not_a_dicom_image(entry)

@@ -1,0 +1,108 @@
+"""The last line a user reads is the data error's own message, not the config parser's wrapper around it.
+
+Under ``python -m monai.bundle run ...`` an error raised while MONAI evaluates a config expression
+(reading the data set, the pre-training check, an image the loader refuses) reaches the user at the
+end of a 50-100 line chained traceback whose last line is ``RuntimeError: Failed to evaluate ...``.
+Importing :mod:`bundle` (every config of the bundle does) installs :func:`report_uncaught` as
+``sys.excepthook``: when an uncaught error is a :class:`~bundle.data.errors.CXRDataError`, or was
+raised from or while handling one (else: an ``OSError`` that names a file, such as a missing
+checkpoint), the full traceback is written to a file and the message (the file, the problem,
+what to do) is the last thing printed::
+
+    cxr-distill: stopped by a data error (full traceback in /tmp/cxr-distill-error-20261201-101500-4242.txt;
+    CXR_DISTILL_TRACEBACK=1 prints it here)
+    error: /data/labels.csv: 2 of 40 images do not exist, e.g. [...]
+
+``CXR_DISTILL_TRACEBACK=1`` prints the whole traceback before that (the file is still written);
+``CXR_DISTILL_TRACEBACK_FILE`` chooses the file. Any other uncaught error is printed as Python
+prints it. The exit status stays 1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import time
+import traceback
+from types import TracebackType
+
+from .data.errors import CXRDataError
+
+__all__ = ["data_error_in", "install", "report_uncaught", "TRACEBACK_ENV", "TRACEBACK_FILE_ENV"]
+
+TRACEBACK_ENV = "CXR_DISTILL_TRACEBACK"
+TRACEBACK_FILE_ENV = "CXR_DISTILL_TRACEBACK_FILE"
+# PyTorch re-raises a DataLoader worker's error with the worker's traceback as its message
+_WORKER_ERROR = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback", re.S)
+_previous_hook = sys.excepthook
+
+
+def data_error_in(error: BaseException | None) -> CXRDataError | OSError | None:
+    """The user-facing error behind ``error``: itself or an error of its ``__cause__`` / ``__context__`` chain
+    that is a :class:`CXRDataError`, else one that is an ``OSError`` naming a file (a missing checkpoint,
+    a folder that cannot be written ...); None when there is neither."""
+    chain: list[BaseException] = []
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return next((e for e in chain if isinstance(e, CXRDataError)), None) or next(
+        (e for e in chain if isinstance(e, OSError) and getattr(e, "filename", None)), None)
+
+
+def _message(error: CXRDataError | OSError) -> str:
+    if isinstance(error, OSError) and not isinstance(error, CXRDataError):
+        return f"{error.filename}: {error.strerror or error}"
+    text = str(error)
+    if _WORKER_ERROR.match(error.problem or ""):  # the worker's own last line: "...CXRDataError: <file>: <problem>"
+        last = text.rstrip().splitlines()[-1]
+        text = last.split("Error: ", 1)[1] if "Error: " in last else last
+    return text
+
+
+def _traceback_file() -> str:
+    chosen = os.environ.get(TRACEBACK_FILE_ENV)
+    if chosen:
+        return chosen
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return os.path.join(tempfile.gettempdir(), f"cxr-distill-error-{stamp}-{os.getpid()}.txt")
+
+
+def report_uncaught(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+    """``sys.excepthook``: a data error's message last, its traceback in a file (see the module docstring)."""
+    data_error = data_error_in(error)
+    if data_error is None:
+        _previous_hook(kind, error, trace)
+        return
+    try:
+        sys.stdout.flush()  # what the run printed comes first, also when stdout is a pipe or a log file
+    except (OSError, ValueError):
+        pass
+    full = "".join(traceback.format_exception(kind, error, trace))
+    path = _traceback_file()
+    try:
+        with open(path, "w") as stream:
+            stream.write(full)
+        where = f"full traceback in {path}"
+    except OSError as exc:  # never hide the message behind a second error
+        where = f"the traceback could not be written to {path}: {exc.strerror or exc}"
+    stream = sys.stderr
+    if os.environ.get(TRACEBACK_ENV, "").strip().lower() in ("1", "true", "yes", "full"):
+        stream.write(full)
+        stream.write("\n")
+    kind_of_error = "a data error" if isinstance(data_error, CXRDataError) else "a file error"
+    stream.write(f"cxr-distill: stopped by {kind_of_error} ({where}; {TRACEBACK_ENV}=1 prints it here)\n")
+    stream.write(f"error: {_message(data_error)}\n")
+    advice = getattr(data_error, "advice", None)
+    if advice:
+        stream.write(f"{advice}\n")
+    stream.flush()
+
+
+def install() -> None:
+    """Make :func:`report_uncaught` the process's ``sys.excepthook`` (once; other errors go to the previous hook)."""
+    global _previous_hook
+    if sys.excepthook is not report_uncaught:
+        _previous_hook = sys.excepthook
+        sys.excepthook = report_uncaught
