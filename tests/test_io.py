@@ -821,3 +821,44 @@ def test_paths_that_are_not_image_files_are_described_and_never_opened(tmp_path)
         worker.join(10)  # a FIFO opened for reading would block here for ever
         assert not worker.is_alive(), f"load_cxr blocked on a {kind}"
         assert outcome and str(path) in outcome[0] and problem in outcome[0], (kind, outcome)
+
+
+# ----------------------------------------------------------------------------------------------
+# images that were already met well: kept so, as docs/inputs.md says
+
+
+def test_exif_rotated_jpeg_is_turned_upright(tmp_path):
+    upright = np.zeros((40, 24), np.uint8)
+    upright[:10] = 255  # bright band at the top of the upright picture
+    stored = np.ascontiguousarray(np.rot90(upright, k=-1))  # what the sensor wrote: turned 90 degrees clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 8  # EXIF orientation 8: turn 90 degrees counter-clockwise to view
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    image = load_cxr(tmp_path / "phone.jpg")
+    assert image.shape == (40, 24) and image[:10].mean() > 0.9 and image[12:].mean() < 0.1
+
+
+@pytest.mark.parametrize("mode", ["P", "CMYK"])
+def test_palette_and_cmyk_images_become_luminance(tmp_path, mode):
+    grey = (gradient_image(24, 32) % 256).astype(np.uint8)
+    source = Image.fromarray(grey).convert("RGB").convert(mode)
+    path = tmp_path / ("palette.png" if mode == "P" else "cmyk.tif")
+    source.save(path)
+    np.testing.assert_allclose(load_cxr(path), np.asarray(source.convert("L"), np.float64) / 255, atol=2 / 255)
+
+
+def test_multi_frame_tiff_uses_the_first_frame_with_a_warning(tmp_path):
+    first = (gradient_image(24, 32) % 256).astype(np.uint8)
+    frames = [Image.fromarray(first), Image.fromarray(np.zeros((24, 32), np.uint8))]
+    frames[0].save(tmp_path / "stack.tif", save_all=True, append_images=frames[1:])
+    with pytest.warns(UserWarning, match="2 frames, using the first"):
+        image = load_cxr(tmp_path / "stack.tif")
+    np.testing.assert_allclose(image, first / 255, atol=1e-6)
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((200, 200), np.uint8) + np.arange(200, dtype=np.uint8)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 40,000 pixels: over twice the limit, an error
+    with pytest.raises(CXRDataError, match="DecompressionBombError") as info:
+        load_cxr(tmp_path / "bomb.png")
+    assert str(tmp_path / "bomb.png") in str(info.value)
