@@ -27,6 +27,7 @@ from typing import Any
 
 from bundle.data.errors import CXRDataError
 from bundle.data.io import list_folder
+from bundle.keys import Keys
 
 __all__ = ["find_images", "raise_if_bad_inputs", "BAD_INPUTS_EXIT_STATUS"]
 
@@ -62,7 +63,7 @@ def find_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         paths = [Path(p).expanduser() for p in source]
         if not paths:
             raise CXRDataError(None, "the list of input files is empty")
-    return [{"image": str(p), "filename": str(p)} for p in paths]
+    return [{Keys.IMAGE: str(p), Keys.FILENAME: str(p)} for p in paths]
 
 
 def raise_if_bad_inputs(writer: Any, exit_on_bad: bool = True) -> None:

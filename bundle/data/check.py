@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..keys import Keys
 from .errors import CXRDataError, DataProblem
 from .io import IMAGE_EXTENSIONS, array_to_cxr, image_format, load_cxr, path_problem
 
@@ -215,10 +216,10 @@ class SkippedRecordsLog:
     """
 
     def __init__(self, report_file: str | os.PathLike, records: Sequence[dict[str, Any]], split: str,
-                 error_key: str = "error") -> None:
+                 error_key: str = Keys.ERROR) -> None:
         self.report_file, self.split, self.error_key = os.fspath(report_file), split, error_key
-        self._index = {str(record.get("image")): i for i, record in enumerate(records)
-                       if isinstance(record.get("image"), (str, os.PathLike))}
+        self._index = {str(record.get(Keys.IMAGE)): i for i, record in enumerate(records)
+                       if isinstance(record.get(Keys.IMAGE), (str, os.PathLike))}
         self._written: set[str] = set()
 
     def attach(self, engine: Any) -> None:

@@ -47,6 +47,7 @@ from monai.visualize import GradCAM, GradCAMpp
 from monai.visualize.utils import blend_images
 from PIL import Image
 
+from ..keys import Keys
 from ..metrics import probabilities as task_probabilities
 
 __all__ = ["SaliencyWriter", "class_tokens", "make_cam", "output_name", "unit_range", "saliency_targets", "write_overlay",
@@ -245,7 +246,7 @@ class SaliencyWriter:
         written = self.write(names, images, maps)
         for filename, per_class in zip(inputs, written):
             for k, files in per_class.items():
-                self.maps.append({"image": filename, "class": self.class_names[k], "map": files[0].name,
+                self.maps.append({Keys.IMAGE: filename, "class": self.class_names[k], "map": files[0].name,
                                   "overlay": files[1].name if len(files) > 1 else ""})
 
     def explain(self, images: torch.Tensor, probabilities: torch.Tensor | None = None
