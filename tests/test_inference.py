@@ -161,6 +161,7 @@ def _mixed_folder(root):
     _phantom_png(root / "UPPER_EXT.PNG", 3)
     Image.fromarray((np.asarray(Image.open(root / "a" / "case.png")) // 16).astype(np.uint16)).save(
         root / "twelve_bit.png")  # 12-bit data in a 16-bit PNG, no sBIT: scaled by 4095, with a warning
+    _dicom(root / "UPPER_EXT.dcm", 7)  # the same stem as UPPER_EXT.PNG
     _dicom(root / "1.2.840.99.7.1", 4)  # UID-named DICOMs sharing a prefix, no extension
     _dicom(root / "1.2.840.99.7.2", 5)
     bare = _dicom(root / "bare_source.dcm", 6)
@@ -191,8 +192,8 @@ def _mixed_folder(root):
     bad["loop"] = "symbolic link loop"
     (root / "a" / "back").symlink_to(root, target_is_directory=True)  # a folder loop: searched once
     (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")  # hidden: not an input
-    good = {"a/case.png", "b/case.png", "UPPER_EXT.PNG", "twelve_bit.png", "1.2.840.99.7.1", "1.2.840.99.7.2",
-            "IM0002"}
+    good = {"a/case.png", "b/case.png", "UPPER_EXT.PNG", "UPPER_EXT.dcm", "twelve_bit.png", "1.2.840.99.7.1",
+            "1.2.840.99.7.2", "IM0002"}
     return good, bad
 
 

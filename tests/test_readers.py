@@ -884,8 +884,8 @@ def test_padchest_reader_on_generated_images(tmp_path):
     assert positive == [{"No Finding"}, {"Pleural Effusion"}, {"Nodule", "Support Devices"}]  # a finding beats 'normal'
     assert [r["view"] for r in datalist.records] == ["PA", "AP", "PA"]
     assert [r["patient_id"] for r in datalist.records] == ["P1", "P2", "P4"]
-    assert datalist.dropped == {"no labels": 1, "marked 'exclude'": 1, "marked 'suboptimal study'": 1,
-                                "projections other than PA, AP, AP_horizontal": 1}
+    assert datalist.dropped == {"with no labels": 1, "marked 'exclude'": 1, "marked 'suboptimal study'": 1,
+                                "with a projection other than PA, AP, AP_horizontal": 1}
     lateral = read_padchest(csv, projections=["L"])
     assert [Path(r["image"]).name for r in lateral.records] == ["b.png"] and lateral.records[0]["view"] == "LATERAL"
     physician = read_padchest(csv, projections=None, physician_only=True)
@@ -914,8 +914,8 @@ def test_padchest_real_label_file_at_full_scale():
     path = require_shared(PADCHEST_CSV)
     frontal = read_padchest(path, "/data/padchest", check_files=False)
     assert len(frontal) == 107586 and len({r["patient_id"] for r in frontal.records}) == 66004
-    assert frontal.dropped == {"no labels": 880, "marked 'exclude'": 1312, "marked 'suboptimal study'": 1839,
-                               "projections other than PA, AP, AP_horizontal": 49244}
+    assert frontal.dropped == {"with no labels": 880, "marked 'exclude'": 1312, "marked 'suboptimal study'": 1839,
+                               "with a projection other than PA, AP, AP_horizontal": 49244}
     record = frontal.records[0]
     assert record["image"] == "/data/padchest/0/20536686640136348236148679891455886468_k6ga29.png"
     assert record["view"] == "PA" and record["label"][PADCHEST_FINDINGS.index("No Finding")] == 1.0

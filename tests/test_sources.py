@@ -39,3 +39,16 @@ def test_bad_names_and_folders_are_reported_by_name(tmp_path):
         load_splits("cxr3", tmp_path / "nowhere")
     with pytest.raises(CXRDataError, match="no pneumoniamnist .npz found"):
         load_splits("pneumoniamnist", tmp_path)
+
+
+@pytest.mark.shared_data
+def test_padchest_is_registered_and_split_by_patient():
+    """The real label file as dataset_dir (images under its folder), no image checks: physician-labelled frontals."""
+    splits = load_splits("padchest", require_shared("labels/padchest_labels_160K_01.02.19.csv.gz"),
+                         options={"check_files": False, "physician_only": True})
+    sizes = [len(getattr(splits, name)) for name in ("train", "validation", "test")]
+    assert sum(sizes) == 25940 and min(sizes) > 2000 and splits.num_classes == 18
+    patients = [{r["patient_id"] for r in getattr(splits, name)} for name in ("train", "validation", "test")]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+    assert "left out: 880 rows with no labels, 1,312 rows marked 'exclude'" in splits.summary()
+    assert "81,646 rows not labelled by a physician (MethodLabel)" in splits.summary()

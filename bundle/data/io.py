@@ -611,7 +611,8 @@ def _read_png_header(path: Path) -> _PNGHeader | None:
     return _PNGHeader(bit_depth, colour_type, significant)
 
 
-def _scale_integer(values: np.ndarray, container_bits: int, significant_bits: int | None, source: PathLike) -> np.ndarray:
+def _scale_integer(values: np.ndarray, container_bits: int, significant_bits: int | None,
+                   source: PathLike) -> np.ndarray:
     """Integer grey values (>= 0) to [0, 1] by the bits the data really use, not only the container's.
 
     Detector data of 10, 12 or 14 bits are often stored in 16-bit PNG/TIFF containers as they are
@@ -858,8 +859,9 @@ def _dicom_to_unit_range(pixels: np.ndarray, ds: pydicom.Dataset, path: Path) ->
     values = apply_modality_lut(pixels, ds)
     low, high = float(np.min(values)), float(np.max(values))
     if high <= low:
+        slope, intercept = ds.get("RescaleSlope", 1), ds.get("RescaleIntercept", 0)
         rescale = "stored pixels" if float(np.min(pixels)) == float(np.max(pixels)) else \
-            f"modality LUT / rescale (RescaleSlope {ds.get('RescaleSlope', 1)}, RescaleIntercept {ds.get('RescaleIntercept', 0)})"
+            f"modality LUT / rescale (RescaleSlope {slope}, RescaleIntercept {intercept})"
         raise CXRDataError(path, f"constant image: every pixel is {low:.6g} after the {rescale}; nothing to classify")
     try:
         if _has_voi_lut_sequence(ds) or _has_window(ds):

@@ -261,7 +261,9 @@ def read_chexpert(
     if check_files:
         _check_files_exist(images, path, root, missing)
     records = _make_records(images, label[keep], mask[keep], patient[keep].tolist(), view[keep].tolist())
-    dropped = {f"views other than {', '.join(wanted_views)}": int((~keep).sum())} if wanted_views and (~keep).any() else {}
+    dropped = {}
+    if wanted_views and (~keep).any():
+        dropped[f"with a view other than {', '.join(wanted_views)}"] = int((~keep).sum())
     return Datalist(records, list(CHEXPERT_FINDINGS), "multilabel", dropped=dropped, source=str(path))
 
 
@@ -549,8 +551,9 @@ def read_csv_datalist(
       ``class_names`` fixes the order (a value not in it is an error); default: sorted unique.
 
     ``image_column`` holds paths, relative to ``image_root`` (default: the csv's folder) or
-    absolute, inside ``image_root`` unless ``allow_outside_paths``; each image may appear only once. ``patient_column`` gives patient ids
-    (default: the image file's stem, i.e. one patient per image); ``view_column`` gives views
+    absolute, inside ``image_root`` unless ``allow_outside_paths``; each image may appear only once.
+    ``patient_column`` gives patient ids (default: the image file's stem, i.e. one patient per image);
+    ``view_column`` gives views
     (normalised with :func:`normalise_view`; default "UNKNOWN").
     """
     if (label_columns is None) == (class_column is None):
@@ -682,17 +685,18 @@ def read_padchest(
             dropped[reason] = count
         keep &= ~rows
 
-    drop("no labels", terms.map(len).to_numpy() == 0)
+    drop("with no labels", terms.map(len).to_numpy() == 0)
     for term, reason in _PADCHEST_DROP_TERMS.items():
         drop(reason, terms.map(lambda found, term=term: term in found).to_numpy(bool))
     projection = df["Projection"].fillna("").str.strip()
     if wanted is not None:
-        drop(f"projections other than {', '.join(wanted)}", ~projection.isin(wanted).to_numpy())
+        drop(f"with a projection other than {', '.join(wanted)}", ~projection.isin(wanted).to_numpy())
     if physician_only:
         drop("not labelled by a physician (MethodLabel)", (df["MethodLabel"].fillna("").str.strip() != "Physician")
              .to_numpy())
     if not keep.any():
-        raise CXRDataError(path, f"no rows left after the filters ({'; '.join(f'{n} {r}' for r, n in dropped.items())})")
+        left_out = "; ".join(f"{count} {reason}" for reason, count in dropped.items())
+        raise CXRDataError(path, f"no rows left after the filters ({left_out})")
 
     kept = terms[keep]
     column = {name: j for j, name in enumerate(PADCHEST_FINDINGS)}
