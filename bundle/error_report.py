@@ -29,6 +29,7 @@ import traceback
 from types import TracebackType
 
 from .data.errors import CXRDataError
+from .data.io import LOAD_ADVICE
 
 __all__ = ["data_error_in", "install", "report_uncaught", "TRACEBACK_ENV", "TRACEBACK_FILE_ENV"]
 
@@ -36,6 +37,7 @@ TRACEBACK_ENV = "CXR_DISTILL_TRACEBACK"
 TRACEBACK_FILE_ENV = "CXR_DISTILL_TRACEBACK_FILE"
 # PyTorch re-raises a DataLoader worker's error with the worker's traceback as its message
 _WORKER_ERROR = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback", re.S)
+_WORKER_DATA_ERROR = re.compile(r"^(?:[\w.]+\.)?(?:CXRDataError|DataProblem): (.+)$", re.M)
 _previous_hook = sys.excepthook
 
 
@@ -48,7 +50,22 @@ def data_error_in(error: BaseException | None) -> CXRDataError | OSError | None:
         chain.append(error)
         error = error.__cause__ or error.__context__
     return next((e for e in chain if isinstance(e, CXRDataError)), None) or next(
+        (found for found in map(_from_worker, chain) if found is not None), None) or next(
         (e for e in chain if isinstance(e, OSError) and getattr(e, "filename", None)), None)
+
+
+def _from_worker(error: BaseException) -> CXRDataError | None:
+    """The data error a DataLoader worker raised, rebuilt from the text PyTorch re-raises in its place.
+
+    A worker's error crosses to the main process as text (``Caught RuntimeError in DataLoader
+    worker process 0. Original Traceback ...``; MONAI wraps a transform's error in a RuntimeError
+    first), so its chain is lost; the traceback's ``...CXRDataError: <file>: <problem>`` line is not.
+    """
+    text = str(error)
+    if not _WORKER_ERROR.match(text):
+        return None
+    found = _WORKER_DATA_ERROR.findall(text)
+    return CXRDataError(None, found[-1].strip(), advice=LOAD_ADVICE) if found else None
 
 
 def _message(error: CXRDataError | OSError) -> str:
@@ -95,6 +112,8 @@ def report_uncaught(kind: type[BaseException], error: BaseException, trace: Trac
     stream.write(f"cxr-distill: stopped by {kind_of_error} ({where}; {TRACEBACK_ENV}=1 prints it here)\n")
     stream.write(f"error: {_message(data_error)}\n")
     advice = getattr(data_error, "advice", None)
+    if advice is None and isinstance(data_error, CXRDataError) and _WORKER_ERROR.match(data_error.problem or ""):
+        advice = LOAD_ADVICE  # a worker's error comes back without its attributes: it was the loader's
     if advice:
         stream.write(f"{advice}\n")
     stream.flush()

@@ -862,3 +862,13 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     with pytest.raises(CXRDataError, match="DecompressionBombError") as info:
         load_cxr(tmp_path / "bomb.png")
     assert str(tmp_path / "bomb.png") in str(info.value)
+
+
+def test_dicom_with_a_negative_rescale_slope_is_not_black(tmp_path):
+    """pydicom's VOI output range falls when RescaleSlope < 0: once every pixel came out 0 (all black)."""
+    stored = np.arange(64 * 64).reshape(64, 64) % 4096
+    path = write_dicom(tmp_path / "negative.dcm", stored, RescaleSlope=-1, RescaleIntercept=0, WindowCenter=-2048,
+                       WindowWidth=4096)
+    image = load_cxr(path)
+    # modality value -stored; the window spans it all: the highest modality value (stored 0) is white
+    np.testing.assert_allclose(image, 1.0 - stored / 4095, atol=1e-3)

@@ -320,7 +320,7 @@ class LoadCXRd(MapTransform):
             except CXRDataError as error:
                 if self.on_error == "raise":
                     if error.advice is None:
-                        error.advice = _LOAD_ADVICE
+                        error.advice = LOAD_ADVICE
                     raise
                 d[self.error_key] = str(error)  # names the file
                 name = str(source) if isinstance(source, (str, Path)) else ""
@@ -328,8 +328,9 @@ class LoadCXRd(MapTransform):
         return d
 
 
-_LOAD_ADVICE = ("Fix or remove this file; `python scripts/check_dataset.py --dataset ... --dataset_dir ...` lists "
-                "every bad file of a data set at once, and training with --skip_bad_records true leaves them out.")
+#: What to do about an image the loader refused while a run reads its data (the last line the user sees).
+LOAD_ADVICE = ("Fix or remove this file; `python scripts/check_dataset.py --dataset ... --dataset_dir ...` lists "
+               "every bad file of a data set at once, and training with --skip_bad_records true leaves them out.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -875,8 +876,10 @@ def _dicom_to_unit_range(pixels: np.ndarray, ds: pydicom.Dataset, path: Path) ->
     values = np.asarray(values, dtype=np.float64)
     if photometric == "MONOCHROME1":  # 0 = white: invert within the display range
         values = (low + high) - values
-    if high <= low:
-        return np.zeros_like(values)
+    if high == low:
+        return np.zeros_like(values)  # refused as a constant image by _finish
+    # (low, high) is the VOI output's (black, white); with a negative RescaleSlope pydicom gives a falling
+    # range (black above white), which the same division maps the right way round
     return np.clip((values - low) / (high - low), 0.0, 1.0)
 
 
