@@ -72,7 +72,7 @@ def _message(error: CXRDataError | OSError) -> str:
     if isinstance(error, OSError) and not isinstance(error, CXRDataError):
         return f"{error.filename}: {error.strerror or error}"
     text = str(error)
-    if _WORKER_ERROR.match(error.problem or ""):  # the worker's own last line: "...CXRDataError: <file>: <problem>"
+    if _WORKER_ERROR.match(error.problem or ""):  # the worker's last line: "...CXRDataError: <file>: <problem>"
         last = text.rstrip().splitlines()[-1]
         text = last.split("Error: ", 1)[1] if "Error: " in last else last
     return text

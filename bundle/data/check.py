@@ -183,7 +183,8 @@ def check_splits(
     if not skip_bad:
         raise CXRDataError(
             source,
-            f"data set check found {len(problems)} problem(s) in {records} record(s) before training ({kinds})"
+            f"data set check found {len(problems)} problem(s) in {records} record(s) before training "
+            f"({kinds})"
             f"{where}:\n" + "\n".join(lines) + more
             + "\nFix or remove these records, set skip_bad_records to true to train without them, "
             "or set check_data to 'off' to skip the check.",
@@ -195,7 +196,8 @@ def check_splits(
     logger.warning("skipped %d bad record(s) (%s)%s:\n%s%s", records, kinds, where, "\n".join(lines), more)
     for name in ("train", "validation"):
         if not getattr(splits, name):
-            raise CXRDataError(source, f"no usable {name} records are left after skipping the bad ones{where}")
+            raise CXRDataError(source, f"no usable {name} records are left after skipping the bad ones"
+                                       f"{where}")
     return splits
 
 
@@ -231,7 +233,8 @@ class SkippedRecordsLog:
     def _read_report(self, engine: Any = None) -> None:
         if os.path.isfile(self.report_file):
             with open(self.report_file, newline="") as stream:
-                self._written = {row["file"] for row in csv.DictReader(stream) if row.get("split") == self.split}
+                rows = csv.DictReader(stream)
+                self._written = {row["file"] for row in rows if row.get("split") == self.split}
 
     def _split_error(self, error: str) -> tuple[str, str]:
         """(file, problem) of a loader message ``"<file>: <problem>"``; a file name may hold ': ' itself."""
@@ -254,7 +257,8 @@ class SkippedRecordsLog:
             if file in self._written:
                 continue
             self._written.add(file)
-            rows.append({"split": self.split, "index": self._index.get(file, ""), "file": file, "problem": problem})
+            index = self._index.get(file, "")
+            rows.append({"split": self.split, "index": index, "file": file, "problem": problem})
         if not rows:
             return
         new = not os.path.isfile(self.report_file)
