@@ -91,7 +91,7 @@ def test_inference_on_a_real_dicom_exits_0_from_the_command_line(tmp_path, check
 
 
 def test_inference_preprocessing_equals_the_training_evaluation_preprocessing(tmp_path, inputs):
-    """inference.json is self-contained (it must run outside this repository); it may not drift from common.json."""
+    """inference.json is self-contained (it must run outside this repository); it may not drift from student.json."""
     inference = ConfigParser()
     inference.read_config(REPO_ROOT / "configs" / "inference.json")
     inference.update({"image_size": 48})
