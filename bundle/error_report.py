@@ -28,6 +28,7 @@ import time
 import traceback
 from types import TracebackType
 
+from .checkpoints import CheckpointError
 from .data.errors import CXRDataError
 from .data.io import LOAD_ADVICE
 
@@ -41,16 +42,18 @@ _WORKER_DATA_ERROR = re.compile(r"^(?:[\w.]+\.)?(?:CXRDataError|DataProblem): (.
 _previous_hook = sys.excepthook
 
 
-def data_error_in(error: BaseException | None) -> CXRDataError | OSError | None:
+def data_error_in(error: BaseException | None) -> CXRDataError | CheckpointError | OSError | None:
     """The user-facing error behind ``error``: itself or an error of its ``__cause__`` / ``__context__`` chain
-    that is a :class:`CXRDataError`, else one that is an ``OSError`` naming a file (a missing checkpoint,
-    a folder that cannot be written ...); None when there is neither."""
+    that is a :class:`CXRDataError`, else a :class:`~bundle.checkpoints.CheckpointError` (a checkpoint that
+    cannot be read or does not fit), else an ``OSError`` naming a file (a missing checkpoint, a folder that
+    cannot be written ...); None when there is none of them."""
     chain: list[BaseException] = []
     while error is not None and all(error is not seen for seen in chain):
         chain.append(error)
         error = error.__cause__ or error.__context__
     return next((e for e in chain if isinstance(e, CXRDataError)), None) or next(
         (found for found in map(_from_worker, chain) if found is not None), None) or next(
+        (e for e in chain if isinstance(e, CheckpointError)), None) or next(
         (e for e in chain if isinstance(e, OSError) and getattr(e, "filename", None)), None)
 
 
@@ -68,7 +71,9 @@ def _from_worker(error: BaseException) -> CXRDataError | None:
     return CXRDataError(None, found[-1].strip(), advice=LOAD_ADVICE) if found else None
 
 
-def _message(error: CXRDataError | OSError) -> str:
+def _message(error: CXRDataError | CheckpointError | OSError) -> str:
+    if isinstance(error, CheckpointError):
+        return str(error)
     if isinstance(error, OSError) and not isinstance(error, CXRDataError):
         return f"{error.filename}: {error.strerror or error}"
     text = str(error)
@@ -108,7 +113,8 @@ def report_uncaught(kind: type[BaseException], error: BaseException, trace: Trac
     if os.environ.get(TRACEBACK_ENV, "").strip().lower() in ("1", "true", "yes", "full"):
         stream.write(full)
         stream.write("\n")
-    kind_of_error = "a data error" if isinstance(data_error, CXRDataError) else "a file error"
+    kind_of_error = ("a data error" if isinstance(data_error, CXRDataError) else
+                     "a checkpoint error" if isinstance(data_error, CheckpointError) else "a file error")
     stream.write(f"cxr-distill: stopped by {kind_of_error} ({where}; {TRACEBACK_ENV}=1 prints it here)\n")
     stream.write(f"error: {_message(data_error)}\n")
     advice = getattr(data_error, "advice", None)

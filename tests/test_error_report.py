@@ -83,3 +83,13 @@ def test_a_data_error_from_a_dataloader_worker_is_the_last_line_too(tmp_path, mo
     lines = _report(_raise_wrapped(info.value), monkeypatch, tmp_path, capsys)
     assert lines[-2] == f"error: {path}: constant image: every pixel is the same (all black); nothing to classify"
     assert lines[-1].startswith("Fix or remove this file;")  # the loader's advice, also from a worker
+
+
+def test_a_checkpoint_that_does_not_fit_is_the_last_line(monkeypatch, tmp_path, capsys):
+    from bundle.checkpoints import CheckpointError
+
+    error = _raise_wrapped(CheckpointError("checkpoint /m/model.pt does not match the teacher network (DenseNet121):\n"
+                                           "  class_layers.out.weight: checkpoint (3, 1024), network (5, 1024)"))
+    lines = _report(error, monkeypatch, tmp_path, capsys)
+    assert lines[0].startswith("cxr-distill: stopped by a checkpoint error")
+    assert lines[-1] == "  class_layers.out.weight: checkpoint (3, 1024), network (5, 1024)"

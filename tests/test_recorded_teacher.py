@@ -150,6 +150,17 @@ def test_feature_terms_need_a_live_teacher(tmp_path):
         _parse("configs/student.json", tmp_path / "s", teacher_predictions=str(file), **TINY)
     message = " ".join(str(e) for e in error_chain(info.value))
     assert "feature" in message and "loss_weights#feature to 0" in message and "logits only" in message
+    # as the user meets it: the last line of the command names the file and what to do
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/student.json",
+               "--teacher_predictions", str(file), "--output_dir", str(tmp_path / "cli"), "--device", "cpu",
+               "--image_size", "32", "--dataset_options", '{"num_images": 24, "source_size": 64}']
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {file}: recorded predictions hold logits only") and "--loss_weights#feature 0" in last
     student = run_bundle("configs/student.json", "training", tmp_path / "s2", teacher_predictions=str(file),
                          loss_weights={"hard": 1.0, "soft": 1.0, "feature": 0.0}, temperature=4.0, **TINY)
     terms = student.parser.get_parsed_content("train#trainer").state.loss_term_means

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.errors import CXRDataError
 from .base import Distiller, NoTeacher
 from .cache import TeacherOutputCache
 from .mlcak import ATTENTION, MLCAKDistiller
@@ -99,10 +100,10 @@ def make_distiller(
     """
     weights = dict(distiller_kwargs.get("weights") or {})
     if teacher_predictions is not None and distiller_kwargs.get("feature_loss") is not None and weights.get("feature"):
-        raise ValueError(
-            f"the feature-map term (loss_weights#feature = {weights['feature']}) needs a live teacher network, but "
-            f"the teacher is recorded predictions ({teacher_predictions}), which hold logits only: set "
-            f"loss_weights#feature to 0 (e.g. --loss_weights#feature 0), or distil from a teacher checkpoint")
+        raise CXRDataError(
+            teacher_predictions, f"recorded predictions hold logits only, and the feature-map term "
+            f"(loss_weights#feature = {weights['feature']}) needs a live teacher network: set loss_weights#feature "
+            f"to 0 (--loss_weights#feature 0), or distil from a teacher checkpoint")
     shape = tuple(int(v) for v in input_shape)
     teacher_shape = shape if teacher_input_shape is None else tuple(int(v) for v in teacher_input_shape)
     teacher = make_teacher(
@@ -137,6 +138,11 @@ def make_mlcak_distiller(
     the ViT teacher stage); its source gives the mean attention map over ``attention_layers``.
     ``teacher_predictions`` distils the logit terms from a recorded teacher instead.
     """
+    if teacher_predictions is not None and loss.gamma:
+        raise CXRDataError(
+            teacher_predictions, f"recorded predictions hold logits only, and MLCAK's attention term "
+            f"(loss_weights#attention = {loss.gamma}) needs a live ViT teacher: set loss_weights#attention to 0 "
+            f"(--loss_weights#attention 0), or distil from a ViT teacher checkpoint")
     if teacher_network is not None and teacher_predictions is None:
         network = load_frozen(teacher_network(), checkpoint, device, "teacher", "vit_teacher")
         size = int(network.image_size)
