@@ -317,12 +317,17 @@ def test_another_model_exports_with_its_classes_metrics_and_data_license(tmp_pat
         export_bundle(folder / "model.pt", tmp_path / "out", "cxr_pneumonia_classification", schema=schema)
 
 
-def test_cli_reports_agreement_and_fails_clearly(tmp_path, capsys):
+def _export_script():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("export_bundle", REPO_ROOT / "scripts" / "export_bundle.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_reports_agreement_and_fails_clearly(tmp_path, capsys):
+    module = _export_script()
     schema = str(require_shared("../monai/meta_schema_20240725.json"))
     missing = ["--ckpt", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "out"), "--schema", schema]
     assert module.main(missing) == 1
@@ -334,3 +339,94 @@ def test_cli_reports_agreement_and_fails_clearly(tmp_path, capsys):
     assert "torchscript vs PyTorch: max |difference| of the logits = 0" in printed
     assert json.loads((tmp_path / "out" / "cxr_student_classification" / "configs" / "inference.json").read_text())[
         "threshold"] == 0.3
+
+
+SCHEMA_URL = json.loads((REPO_ROOT / "configs" / "metadata.json").read_text())["schema"]
+
+
+@pytest.fixture
+def ordinary_clone(tmp_path, monkeypatch):
+    """No ../shared copy of the schema and an empty user cache, as in a clone on a user's machine."""
+    import bundle.export.package
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.delenv("CXR_DATA_ROOT", raising=False)
+    monkeypatch.setattr(bundle.export.package, "local_schema_copies",
+                        lambda repo_root, name="meta_schema_20240725.json": [cache / "cxr-distill" / name])
+    return cache / "cxr-distill"
+
+
+def _offline(monkeypatch) -> list[str]:
+    """MONAI's download_url failing as it does without a network; returns the URLs it was asked for."""
+    import urllib.error
+
+    import monai.apps.utils
+
+    asked: list[str] = []
+
+    def no_network(url, filepath, **kwargs):
+        asked.append(url)
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(monai.apps.utils, "download_url", no_network)
+    return asked
+
+
+def test_export_without_any_schema_warns_on_the_last_line_and_exports(tmp_path, ordinary_clone, monkeypatch,
+                                                                     capsys):
+    asked = _offline(monkeypatch)
+    checkpoint = random_student_checkpoint(tmp_path / "model.pt")
+    assert _export_script().main(["--ckpt", str(checkpoint), "--out", str(tmp_path / "out"), "--no_zip"]) == 0
+    captured = capsys.readouterr()
+    last = captured.err.strip().splitlines()[-1]
+    assert last == (f"warning: configs/metadata.json was not validated against the bundle schema: {SCHEMA_URL} could "
+                    "not be downloaded (URLError: <urlopen error [Errno -2] Name or service not known>); the bundle "
+                    "was exported without that check (pass --schema with a local copy of the schema to validate it)")
+    assert asked == [SCHEMA_URL] and not list(ordinary_clone.glob("*"))  # tried once; nothing half-cached
+    root = tmp_path / "out" / NAME
+    assert (root / "models" / "model.ts").is_file() and (root / "docs" / "README.md").is_file()
+    assert "torchscript vs PyTorch: max |difference| of the logits = 0" in captured.out
+    # --no_schema_download does not even try
+    assert _export_script().main(["--ckpt", str(checkpoint), "--out", str(tmp_path / "out"), "--no_zip",
+                                  "--overwrite", "--no_schema_download"]) == 0
+    assert asked == [SCHEMA_URL] and "downloading is off" in capsys.readouterr().err.strip().splitlines()[-1]
+    # a --schema the user names must exist
+    assert _export_script().main(["--ckpt", str(checkpoint), "--out", str(tmp_path / "out2"), "--no_zip",
+                                  "--schema", str(tmp_path / "missing.json")]) == 1
+    assert "export failed: bundle schema not found" in capsys.readouterr().err
+
+
+def test_schema_is_downloaded_with_monai_into_the_cache_and_then_read_offline(tmp_path, ordinary_clone, monkeypatch):
+    import monai.apps.utils
+
+    from bundle.export import ExportError, validate_metadata
+
+    shared = require_shared("../monai/meta_schema_20240725.json")
+
+    def download(url, filepath, **kwargs):  # what MONAI's download_url leaves behind when it succeeds
+        assert url == SCHEMA_URL
+        shutil.copy(shared, filepath)
+
+    monkeypatch.setattr(monai.apps.utils, "download_url", download)
+    result = export_bundle(random_student_checkpoint(tmp_path / "model.pt"), tmp_path / "out", zip_bundle=False)
+    cached = ordinary_clone / "meta_schema_20240725.json"
+    assert result.metadata_check.validated and result.metadata_check.schema == cached
+    assert cached.read_bytes() == shared.read_bytes()
+
+    _offline(monkeypatch)  # later exports need no network
+    meta_file = result.bundle_dir / "configs" / "metadata.json"
+    check = validate_metadata(meta_file, search=[cached])
+    assert check.validated and check.schema == cached
+    # metadata the schema rejects stops the export, whichever copy was used
+    broken = json.loads(meta_file.read_text())
+    del broken["version"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(ExportError, match="is not valid against meta_schema_20240725.json"):
+        validate_metadata(tmp_path / "broken.json", search=[cached])
+    # a download that gives no JSON (a proxy's error page) is no schema, and is not cached
+    cached.unlink()
+    monkeypatch.setattr(monai.apps.utils, "download_url",
+                        lambda url, filepath, **kwargs: Path(filepath).write_text("<html>blocked</html>"))
+    check = validate_metadata(meta_file, search=[cached])
+    assert not check.validated and "JSONDecodeError" in check.skipped_because and not cached.exists()
