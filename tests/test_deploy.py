@@ -223,6 +223,44 @@ def test_folder_input_lists_every_other_file_and_names_one_map_per_finding(tmp_p
         assert Path(npy).name == f"{image.name}_{finding.replace(' ', '_')}.npy" and png == npy[:-4] + ".png"
 
 
+def test_not_a_chest_ends_with_one_clear_line_and_exit_status_2(tmp_path, bundle_dir):
+    """``python -m bundle.deploy`` as a user runs it: no Holoscan errors or traceback, the reason last."""
+    _require_sdk()
+    tibia = require_shared("dicom/tibia_cr_not_chest_j2k.dcm")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "bundle.deploy", "-i", str(tibia), "-o", str(out),
+                             "-m", str(bundle_dir)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    printed = result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {tibia}: BodyPartExamined is 'EXTREMITY', not a chest; pass --allow-non-chest to classify it anyway")
+    assert "Traceback" not in printed and "[error]" not in printed and "GXF_FAILURE" not in printed
+    assert "require_chest" not in printed  # the advice names this command's option, not the loader's argument
+    assert not (out / "classification.json").exists()
+
+
+def test_allow_non_chest_classifies_it_anyway(tmp_path, bundle_dir, capsys):
+    _require_sdk()
+    from bundle.deploy.__main__ import main
+
+    tibia = require_shared("dicom/tibia_cr_not_chest_j2k.dcm")
+    out = tmp_path / "out"
+    assert main(["bundle.deploy", "-i", str(tibia), "-o", str(out), "-m", str(bundle_dir), "--allow-non-chest"]) == 0
+    record = json.loads((out / "classification.json").read_text())
+    assert record["source"]["body_part_examined"] == "EXTREMITY" and sorted(record["probabilities"]) == sorted(CLASSES)
+    assert (out / "classification_sr.dcm").is_file()
+
+
+def test_bad_model_path_is_reported_before_holoscan_starts(tmp_path, dicom, capsys):
+    _require_sdk()
+    from bundle.deploy.__main__ import main
+
+    empty = tmp_path / "models"
+    empty.mkdir()
+    assert main(["bundle.deploy", "-i", str(dicom), "-o", str(tmp_path / "out"), "-m", str(empty)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {empty}: no models/model.pt")
+
+
 @pytest.mark.slow
 def test_folder_input_and_holoscan_variables_from_the_command_line(tmp_path, dicom, bundle_dir):
     """``python -m bundle.deploy`` with no options: paths from HOLOSCAN_INPUT/OUTPUT/MODEL_PATH, as in a MAP."""
@@ -247,7 +285,7 @@ def test_stage_map_makes_a_packageable_application_folder(tmp_path, bundle_dir):
     """scripts/stage_map.py: the folder `monai-deploy package` takes, and the MAP's models layout resolves."""
     import tomllib
 
-    from bundle.deploy.core import _resolve_model
+    from bundle.deploy.model import _resolve_model
 
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     try:

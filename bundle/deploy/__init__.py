@@ -4,9 +4,16 @@
 writes ``classification.json``, ``classification_sr.dcm`` (DICOM Comprehensive 3D SR) and
 Grad-CAM overlays under ``saliency/``. See :mod:`bundle.deploy.app`.
 
-Importing this package does not import the App SDK (Holoscan): :mod:`bundle.deploy.core`
-and :mod:`bundle.deploy.sr` work without it (``sr`` needs highdicom); only
-:mod:`bundle.deploy.operators`, :mod:`bundle.deploy.app` and the command need the SDK.
+The work, one concern per module, free of the App SDK (Holoscan) and testable without it:
+
+* :mod:`~bundle.deploy.dicom_input`: find the one DICOM image of the input and read it as a chest radiograph;
+* :mod:`~bundle.deploy.model`: find the bundle and parse its ``configs/inference.json`` once;
+* :mod:`~bundle.deploy.classifier`: one radiograph through the bundle's preprocessing, network and postprocessing;
+* :mod:`~bundle.deploy.writers`: ``classification.json`` and the Grad-CAM overlays;
+* :mod:`~bundle.deploy.sr`: the DICOM Structured Report (needs highdicom).
+
+Only :mod:`bundle.deploy.operators` (thin SDK operators around those), :mod:`bundle.deploy.app`
+and the command (:mod:`bundle.deploy.__main__`) import the SDK.
 """
 
 from __future__ import annotations

@@ -1,21 +1,51 @@
-"""``python -m bundle.deploy -i <dcm or folder> -o <dir> -m <bundle dir or model.pt>``.
+"""``python -m bundle.deploy -i <dcm or folder> -o <dir> -m <bundle dir or model.pt> [--allow-non-chest]``.
 
-The options are the App SDK's own (``monai.deploy.core.parse_args``: ``-i/--input``,
+The path options are the App SDK's own (``monai.deploy.core.parse_args``: ``-i/--input``,
 ``-o/--output``, ``-m/--model``, ``-l/--log-level``, ``-w/--workdir``), with the SDK's
-``HOLOSCAN_INPUT_PATH`` / ``HOLOSCAN_OUTPUT_PATH`` / ``HOLOSCAN_MODEL_PATH`` as defaults.
+``HOLOSCAN_INPUT_PATH`` / ``HOLOSCAN_OUTPUT_PATH`` / ``HOLOSCAN_MODEL_PATH`` as defaults. This app
+adds ``--allow-non-chest``: classify a DICOM whose ``BodyPartExamined`` is not a chest or whose
+``Modality`` is not a radiograph (the bundle's ``require_chest`` set to false; logged as a warning).
+The check is there because such an image gives meaningless probabilities; overriding it is for a
+chest radiograph whose header is wrong (e.g. ``BodyPartExamined`` left at a default by the modality).
 
-Exit status: 0 on success; 2 for unusable input (the message names the file: not DICOM,
-no pixel data, not a chest radiograph, ...) or an unusable model path; 1 otherwise.
+Exit status (:data:`EXIT_STATUS`): 0 on success; 2 for unusable input (the last line names the file:
+not DICOM, no pixel data, not a chest radiograph, ...) or an unusable model path, with nothing
+written; 1 otherwise (the SDK not installed, or an error of the app itself, with its traceback).
 """
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["EXIT_STATUS", "main"]
 
 BAD_INPUT_EXIT_STATUS = 2
+EXIT_STATUS = {"success": 0, "error": 1, "bad input or model": BAD_INPUT_EXIT_STATUS}
+
+ALLOW_NON_CHEST = "--allow-non-chest"
+# The data layer's advice names its own parameter; on this command line the same switch is ALLOW_NON_CHEST.
+_LOADER_ADVICE = re.compile(r"pass require_chest=False to load it anyway")
+
+
+def _own_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bundle.deploy", add_help=False,
+        description="Classify one chest CR/DX DICOM with the cxr-distill bundle: classification.json, a DICOM "
+                    "SR (classification_sr.dcm) and Grad-CAM overlays in the output folder.",
+        epilog="Exit status: 0 success; 2 unusable input or model (the last line names the file; nothing "
+               "written); 1 other errors. The MONAI Deploy App SDK's options follow.")
+    parser.add_argument(ALLOW_NON_CHEST, dest="allow_non_chest", action="store_true",
+                        help="classify the image even if its DICOM header says it is not a chest radiograph "
+                             "(BodyPartExamined, Modality); the default refuses it with exit status 2")
+    parser.add_argument("-h", "--help", action="store_true", help="show this help and the SDK's options")
+    return parser
+
+
+def _for_this_command(message: str) -> str:
+    return _LOADER_ADVICE.sub(f"pass {ALLOW_NON_CHEST} to classify it anyway", message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bundle.checkpoints import CheckpointError
     from bundle.data.errors import CXRDataError
 
+    argv = list(sys.argv if argv is None else argv)
+    options, sdk_argv = _own_options().parse_known_args(argv[1:])
+    if options.help:
+        _own_options().print_help()
+        print()
     try:
         from monai.deploy.core import init_app_context
     except ImportError as error:  # the deploy extra is optional
@@ -30,14 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     from .app import ChestXRayClassifierApp
+    from .model import load_bundle
 
-    argv = list(sys.argv if argv is None else argv)
-    app_context = init_app_context(argv)
-    app = ChestXRayClassifierApp([argv[0]], app_context=app_context)
+    sdk_argv = [argv[0], *sdk_argv, *(["--help"] if options.help else [])]
+    app_context = init_app_context(sdk_argv)  # the SDK's parser: its own errors and --help exit here
+    overrides = {"require_chest": False} if options.allow_non_chest else None
     try:
-        app.run()
+        model = load_bundle(app_context.model_path, overrides=overrides)  # before Holoscan starts, which logs
+        ChestXRayClassifierApp([argv[0]], app_context=app_context, model=model).run()
     except (CXRDataError, CheckpointError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_for_this_command(str(error))}", file=sys.stderr)
         return BAD_INPUT_EXIT_STATUS
     return 0
 

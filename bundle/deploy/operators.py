@@ -29,27 +29,26 @@ Deploy"):
 So: :class:`ChestDicomLoaderOperator` reads one CR/DX DICOM (file or folder) with the
 bundle's loader, :class:`ChestClassifierOperator` runs the bundle's own inference config
 and checkpoint, and three writers make ``classification.json``, a DICOM SR and the Grad-CAM
-overlays. The work is done by :mod:`bundle.deploy.core` / :mod:`bundle.deploy.sr`.
+overlays. The work is done by :mod:`bundle.deploy.dicom_input`, :mod:`~bundle.deploy.model`,
+:mod:`~bundle.deploy.classifier`, :mod:`~bundle.deploy.writers` and :mod:`~bundle.deploy.sr`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
-from .core import (
-    BundleModel,
-    Classification,
-    classify,
-    read_chest_radiograph,
-    scan_input,
-    write_classification_json,
-    write_saliency,
-)
+from bundle.data.errors import CXRDataError
+
+from .classifier import Classification, classify
+from .dicom_input import read_chest_radiograph, scan_input
+from .model import BundleModel
 from .sr import write_structured_report
+from .writers import write_classification_json, write_saliency
 
 __all__ = [
     "ChestClassifierOperator",
@@ -65,27 +64,37 @@ logger = logging.getLogger(__name__)
 class ChestDicomLoaderOperator(Operator):
     """Read one chest CR/DX DICOM (a file, or the only DICOM image in a folder).
 
-    Named output ``radiograph``: a :class:`~bundle.deploy.core.ChestRadiograph` (header, path,
+    Named output ``radiograph``: a :class:`~bundle.deploy.dicom_input.ChestRadiograph` (header, path,
     display image in [0, 1]; the folder's other files with their reasons in ``skipped_inputs``,
     which ``classification.json`` lists). Bad input (not DICOM, no pixel data, not a chest
-    radiograph, several images) raises :class:`~bundle.data.errors.CXRDataError` naming the file.
+    radiograph, several images) is a :class:`~bundle.data.errors.CXRDataError` naming the file:
+    given to ``on_bad_input`` (the app's, which stops the run and reports it), else raised.
     """
 
     def __init__(self, fragment: Fragment, *args, input_path: str | os.PathLike, require_chest: bool = True,
-                 **kwargs) -> None:
+                 on_bad_input: Callable[[CXRDataError], None] | None = None, **kwargs) -> None:
         self.input_path = Path(input_path)
         self.require_chest = require_chest
+        self.on_bad_input = on_bad_input
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
         spec.output("radiograph")
 
     def compute(self, op_input, op_output, context) -> None:
-        scan = scan_input(self.input_path)
-        path = scan.image
-        for skipped, reason in scan.skipped:
-            logger.warning("skipped %s: %s", skipped, reason)
-        radiograph = read_chest_radiograph(path, require_chest=self.require_chest)
+        try:
+            scan = scan_input(self.input_path)
+            path = scan.image
+            for skipped, reason in scan.skipped:
+                logger.warning("skipped %s: %s", skipped, reason)
+            radiograph = read_chest_radiograph(path, require_chest=self.require_chest)
+        except CXRDataError as error:
+            if self.on_bad_input is None:
+                raise
+            # An error raised here is printed by Holoscan as GXF errors and a traceback before the app can say
+            # anything; handed over instead, nothing is emitted, the graph ends and the app reports it once.
+            self.on_bad_input(error)
+            return
         radiograph.skipped_inputs = [{"file": str(file), "reason": reason} for file, reason in scan.skipped]
         logger.info("read %s: %s %s, %dx%d", path, radiograph.header.get("Modality", "?"),
                     radiograph.header.get("BodyPartExamined", "?"), *radiograph.image.shape[::-1])
@@ -96,7 +105,7 @@ class ChestClassifierOperator(Operator):
     """Class probabilities from the bundle's ``configs/inference.json`` network, preprocessing and postprocessing.
 
     Named input ``radiograph``; named output ``classification`` (a
-    :class:`~bundle.deploy.core.Classification`).
+    :class:`~bundle.deploy.classifier.Classification`).
     """
 
     def __init__(self, fragment: Fragment, *args, model: BundleModel, **kwargs) -> None:

@@ -27,7 +27,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .core import NOT_FOR_DIAGNOSTIC_USE, BundleModel, Classification
+from .classifier import Classification
+from .model import BundleModel
+from .writers import NOT_FOR_DIAGNOSTIC_USE
 
 if TYPE_CHECKING:
     import pydicom
