@@ -19,12 +19,11 @@ MONAI Label's ``BundleInferTask`` (monailabel 0.8.5, ``monailabel/tasks/infer/bu
   ``ClassificationWriter``, which reads ``pred.array`` (a MetaTensor) and reports ``{idx, label, score}``
   per channel. Its ``Restored`` post transform is a no-op here (no ``image_meta_dict``, a 1-D ``pred``).
 
-The first test checks that contract without monailabel (CI has no monailabel); the second runs MONAI Label's
-own ``BundleInferTask`` and skips when monailabel is not installed. monailabel 0.8.5 imports
-``torchvision.utils`` (``make_grid`` / ``save_image``, used only by its debug image writers); the only
-torchvision for torch 2.13 on PyPI is a CUDA build that does not load beside the CPU torch, so when
-torchvision cannot be imported the subprocess gives monailabel a stand-in ``torchvision.utils`` whose two
-functions raise if called. Install line and details: README, "Use in MONAI Label".
+The first test checks that contract without monailabel. The second starts a real MONAI Label server with the
+README's command (``scripts/monailabel_server.py``: MONAI Label's own monaibundle app and ``start_server``, with
+two documented compatibility shims), POSTs a real DICOM and a PNG to ``/infer/<model>`` over HTTP and stops the
+server by its process id; it skips when monailabel is not installed, and fails instead under CI=true, where
+``scripts/setup_env.sh --tests`` installs it. Details: README, "Use in MONAI Label".
 """
 
 from __future__ import annotations
@@ -32,9 +31,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,17 +47,26 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from conftest import require_shared
-from export_support import CLASSES, DICOM, NAME, PNG, export_random_student, reference_probabilities
+from bundle.export import export_bundle
+from conftest import REPO_ROOT, require_shared
+from export_support import CLASSES, DICOM, NAME, PNG, random_student_checkpoint, reference_probabilities
 
 
 @pytest.fixture(scope="module")
-def app_model_dir(tmp_path_factory):
-    """The exported bundle where the monaibundle app keeps its models: ``<app>/model/<name>/``."""
+def user_folder(tmp_path_factory) -> Path:
+    """A user's working folder after ``python scripts/export_bundle.py ... --out outputs/export``."""
     folder = tmp_path_factory.mktemp("monailabel")
-    result = export_random_student(folder, zip_bundle=False)
-    target = folder / "app" / "model" / NAME
-    shutil.copytree(result.bundle_dir, target)
+    schema = require_shared("../monai/meta_schema_20240725.json")
+    checkpoint = random_student_checkpoint(folder / "outputs" / "student" / "model.pt")
+    export_bundle(checkpoint, folder / "outputs" / "export", NAME, schema=schema, zip_bundle=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def app_model_dir(user_folder):
+    """The exported bundle where the monaibundle app keeps its models: ``<app>/model/<name>/``."""
+    target = user_folder / "app" / "model" / NAME
+    shutil.copytree(user_folder / "outputs" / "export" / NAME, target)
     return target
 
 
@@ -96,46 +109,89 @@ def test_bundle_meets_the_bundle_infer_task_contract(app_model_dir):
         assert all(0.0 < s < 1.0 for s in scores)
 
 
-PROBE = r"""
-import json, sys, types
-try:
-    import torchvision.utils  # noqa: F401
-except Exception:  # no torchvision, or a CUDA build that cannot load beside a CPU torch
-    stand_in, utils = types.ModuleType("torchvision"), types.ModuleType("torchvision.utils")
-    def _unavailable(*args, **kwargs):
-        raise NotImplementedError("torchvision is not installed")
-    utils.make_grid = utils.save_image = _unavailable
-    stand_in.utils = utils
-    sys.modules["torchvision"], sys.modules["torchvision.utils"] = stand_in, utils
-import monailabel
-from monailabel.tasks.infer.bundle import BundleInferTask
-
-path, images = sys.argv[1], sys.argv[2:]
-task = BundleInferTask(path, {})  # exactly as the monaibundle app creates it
-results = [task({"image": image, "device": "cpu"}) for image in images]
-import bundle
-print(json.dumps({"version": monailabel.__version__, "valid": task.is_valid(), "type": str(task.type.value),
-                  "labels": task.labels, "dimension": task.dimension, "code": bundle.__file__,
-                  "results": [[label, result["prediction"]] for label, result in results]}))
-"""
+def readme_command(prefix: str) -> str:
+    """The command line of README's "Use in MONAI Label" section that starts with ``prefix`` (continuations joined)."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = re.search(r"^## Use in MONAI Label\n(.*?)(?=^## )", text, flags=re.M | re.S).group(1)
+    lines = [m for m in re.findall(r"^(.+?(?:\\\n.+?)*)$", section, flags=re.M) if m.startswith(prefix)]
+    assert len(lines) == 1, f"README's MONAI Label section should show one `{prefix} ...` command"
+    return lines[0].replace("\\\n", " ")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("monailabel") is None,
-                    reason="monailabel is not installed (see README, 'Use in MONAI Label')")
-def test_monailabel_bundle_infer_task_classifies_real_images(app_model_dir, tmp_path):
-    images = [require_shared(DICOM), require_shared(PNG)]
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _require_monailabel() -> None:
+    if importlib.util.find_spec("monailabel") is None:
+        message = "monailabel is not installed (bash scripts/setup_env.sh --tests installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.mark.timeout(300)
+def test_readme_command_serves_the_bundle_over_http(user_folder):
+    """The README's server command, run as a user would from the folder holding outputs/export/; the scores
+    MONAI Label answers over HTTP are the bundle's own (configs/inference.json) for a real DICOM and a PNG."""
+    _require_monailabel()
+    import httpx
+    import psutil
+
+    tokens = shlex.split(readme_command(".venv/bin/python scripts/monailabel_server.py"))
+    assert tokens[:2] == [".venv/bin/python", "scripts/monailabel_server.py"] and "--port" in tokens
+    port = _free_port()  # the README's 8000 may be taken on a test machine: the one change made to the command
+    tokens[tokens.index("--port") + 1] = str(port)
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "monailabel_server.py"), *tokens[2:]]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", PROBE, str(app_model_dir), *map(str, images)], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    print(f"monailabel {report['version']}: {report['results']}")
-    assert report["valid"] and report["type"] == "classification" and report["dimension"] == 2
-    assert report["labels"] == {c.lower(): i for i, c in enumerate(CLASSES)}
-    assert Path(report["code"]).resolve() == (app_model_dir / "bundle" / "__init__.py").resolve()
-    expected = reference_probabilities(app_model_dir, images)
-    for (label_file, prediction), probabilities in zip(report["results"], expected):
-        assert label_file is None  # a classifier writes no label image
-        assert [p["idx"] for p in prediction] == list(range(len(CLASSES)))
-        assert [p["label"] for p in prediction] == [c.lower() for c in CLASSES]
-        assert [p["score"] for p in prediction] == pytest.approx(probabilities.tolist(), abs=1e-5)
+    env["MONAI_LABEL_SESSION_PATH"] = str(user_folder / "sessions")  # not the user's ~/.cache
+    log = (user_folder / "server.log").open("w")
+    server = subprocess.Popen(command, cwd=user_folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert server.poll() is None, f"the server stopped: {(user_folder / 'server.log').read_text()[-4000:]}"
+            assert time.monotonic() < deadline, "the server did not answer within 240 s"
+            try:
+                info = httpx.get(f"{url}/info/", timeout=5)
+                if info.status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        model = info.json()["models"][NAME]
+        assert model["type"] == "classification" and model["dimension"] == 2
+        assert model["labels"] == {c.lower(): i for i, c in enumerate(CLASSES)}
+
+        images = [require_shared(DICOM), require_shared(PNG)]
+        expected = reference_probabilities(user_folder / "outputs" / "export" / NAME, images)
+        for image, probabilities in zip(images, expected):
+            with image.open("rb") as stream:
+                answer = httpx.post(f"{url}/infer/{NAME}", params={"output": "json"},
+                                    files={"file": (image.name, stream)}, timeout=120)
+            assert answer.status_code == 200, answer.text
+            prediction = answer.json()["prediction"]
+            print(f"{image.name}: {prediction}")
+            assert [p["idx"] for p in prediction] == list(range(len(CLASSES)))
+            assert [p["label"] for p in prediction] == [c.lower() for c in CLASSES]
+            assert [p["score"] for p in prediction] == pytest.approx(probabilities.tolist(), abs=1e-5)
+        children = psutil.Process(server.pid).children(recursive=True)
+    finally:
+        server.send_signal(signal.SIGTERM)  # by its process id, as a user's kill would
+        try:
+            server.wait(timeout=60)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+            log.close()
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: the status says the process ended on the signal
+    assert server.returncode in (0, -signal.SIGTERM), (user_folder / "server.log").read_text()[-3000:]
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]  # nothing left
+    printed = (user_folder / "server.log").read_text()
+    assert "Application startup complete" in printed and "Application shutdown complete" in printed
+    assert "Finished server process" in printed
+    link = user_folder / "outputs" / "monailabel" / "monaibundle" / "model" / NAME
+    assert link.resolve() == (user_folder / "outputs" / "export" / NAME).resolve()
