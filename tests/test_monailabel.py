@@ -195,3 +195,24 @@ def test_readme_command_serves_the_bundle_over_http(user_folder):
     assert "Finished server process" in printed
     link = user_folder / "outputs" / "monailabel" / "monaibundle" / "model" / NAME
     assert link.resolve() == (user_folder / "outputs" / "export" / NAME).resolve()
+
+
+def test_server_script_refuses_what_monailabel_would_fail_on_later(tmp_path, user_folder):
+    """Before any import of monailabel: a missing bundle, a folder that is no bundle, a name MONAI Label would
+    treat as segmentation; each a one-line error naming the path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("monailabel_server", REPO_ROOT / "scripts" / "monailabel_server.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    renamed = tmp_path / "cxr_distill_student"
+    shutil.copytree(user_folder / "outputs" / "export" / NAME, renamed)
+    (tmp_path / "empty").mkdir()
+    cases = {tmp_path / "missing": "no such bundle (export one first",
+             tmp_path / "empty": "not a bundle folder (configs/inference.json is missing)",
+             renamed: "lacks 'classification' as segmentation"}
+    for bundle, expected in cases.items():
+        with pytest.raises(SystemExit) as stop:
+            script.main(["--bundle", str(bundle), "--app", str(tmp_path / "app")])
+        assert str(stop.value).startswith(f"error: {bundle}: ") and expected in str(stop.value)
+    assert not (tmp_path / "app").exists()
