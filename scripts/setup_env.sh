@@ -28,7 +28,7 @@ PIP=(.venv/bin/python -m pip install --quiet)
 # MONAI Label 0.8.5 (the release on PyPI) and what its server imports, beside the pinned torch. Not through
 # pip's resolver: monailabel requires monai[torchvision], which pip resolves to a CUDA torch build (GBs) in
 # place of the pinned one. So monailabel --no-deps, then every requirement it declares except:
-#   monai         installed already (its torchvision extra is the problem above)
+#   monai's torchvision extra (the problem above; its other extras, skimage, psutil, gdown ..., are installed)
 #   sam2          an optional model, which pulls torch and torchvision
 #   numpymaxflow  for the radiology app's scribbles (not the monaibundle app); it pins numpy<2
 #   pydicom-seg   installed --no-deps: 0.4.1, its last release, pins numpy<2 and jsonschema<4; SimpleITK,
@@ -43,9 +43,10 @@ install_monailabel() {
 from importlib.metadata import requires
 from packaging.requirements import Requirement
 
-left_out = {"monai", "sam2", "numpymaxflow", "pydicom-seg"}
+left_out = {"sam2", "numpymaxflow", "pydicom-seg"}
 for line in requires("monailabel"):
     requirement = Requirement(line)
+    requirement.extras.discard("torchvision")
     if requirement.name.lower() not in left_out and (requirement.marker is None or requirement.marker.evaluate()):
         print(requirement)
 PYTHON
@@ -53,7 +54,7 @@ PYTHON
   "${PIP[@]}" "torch==2.13.0" -r "$requirements" SimpleITK 2>&1 \
     | grep -v -E "^(ERROR: pip's dependency resolver|monailabel 0\.8\.5 requires|pydicom-seg 0\.4\.1 requires)" || true
   rm -f "$requirements"
-  .venv/bin/python -c "import monailabel, jwt, multipart, dicomweb_client, SimpleITK" \
+  .venv/bin/python -c "import monailabel, jwt, multipart, dicomweb_client, SimpleITK, skimage" \
     || { echo "error: the MONAI Label server's requirements did not install" >&2; exit 1; }
 }
 
