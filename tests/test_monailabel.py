@@ -51,6 +51,8 @@ from bundle.export import export_bundle
 from conftest import REPO_ROOT, require_shared
 from export_support import CLASSES, DICOM, NAME, PNG, random_student_checkpoint, reference_probabilities
 
+NOT_CHEST = "dicom/tibia_cr_not_chest_j2k.dcm"  # a real CR of a tibia (BodyPartExamined EXTREMITY)
+
 
 @pytest.fixture(scope="module")
 def user_folder(tmp_path_factory) -> Path:
@@ -177,6 +179,11 @@ def test_readme_command_serves_the_bundle_over_http(user_folder):
             assert [p["idx"] for p in prediction] == list(range(len(CLASSES)))
             assert [p["label"] for p in prediction] == [c.lower() for c in CLASSES]
             assert [p["score"] for p in prediction] == pytest.approx(probabilities.tolist(), abs=1e-5)
+        # a file the loader refuses is an error naming the problem, never scores of a blank stand-in image
+        with require_shared(NOT_CHEST).open("rb") as stream:
+            refused = httpx.post(f"{url}/infer/{NAME}", params={"output": "json"},
+                                 files={"file": (NOT_CHEST.rsplit("/", 1)[-1], stream)}, timeout=120)
+        assert refused.status_code >= 400, refused.text[-2000:]  # MONAI Label answers 500; its log names the problem
         children = psutil.Process(server.pid).children(recursive=True)
     finally:
         server.send_signal(signal.SIGTERM)  # by its process id, as a user's kill would
@@ -192,6 +199,7 @@ def test_readme_command_serves_the_bundle_over_http(user_folder):
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]  # nothing left
     printed = (user_folder / "server.log").read_text()
     assert "Application startup complete" in printed and "Application shutdown complete" in printed
+    assert "BodyPartExamined is 'EXTREMITY', not a chest" in printed  # why the refused file had no scores
     assert "Finished server process" in printed
     link = user_folder / "outputs" / "monailabel" / "monaibundle" / "model" / NAME
     assert link.resolve() == (user_folder / "outputs" / "export" / NAME).resolve()

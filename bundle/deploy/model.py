@@ -120,7 +120,8 @@ def load_bundle(model: str | os.PathLike, device: str | torch.device | None = No
     metadata_file = root / "configs" / "metadata.json"
     metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
     parser.read_meta(metadata)
-    updates: dict[str, Any] = {"bundle_root": str(root), "ckpt_path": str(checkpoint)}
+    # on_error record: the app reads the loader's verdict per file (a refused file is its exit status 2)
+    updates: dict[str, Any] = {"bundle_root": str(root), "ckpt_path": str(checkpoint), "on_error": "record"}
     if device is not None:
         updates["device"] = f"$torch.device({str(device)!r})"
     updates.update(overrides or {})
