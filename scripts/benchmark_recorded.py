@@ -25,7 +25,9 @@ intervals; Grad-CAM of every CNN is scored against the radiologists' boxes of th
         --seeds 3 --out docs/results/recorded_nih.json --figure docs/results/recorded_nih.png
 
 The JSON is rewritten after every model, so an interrupted run keeps what it finished; ``--reuse``
-tests models already trained under ``--work_dir`` instead of training them again.
+tests models already trained under ``--work_dir`` instead of training them again. A table split over
+several processes or machines (``--first_seed``, ``--models``) is put back together with
+``--merge a.json b.json ... --out table.json`` (runs of the same model and seed counted once).
 """
 
 from __future__ import annotations
@@ -224,11 +226,42 @@ def figure(runs: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Non
     plt.close(fig)
 
 
+def merge(files: list[str], out: Path, figure_path: str | None) -> int:
+    """One table from several partial runs of this script (same settings, other seeds or models)."""
+    reports = [json.loads(Path(f).read_text()) for f in files]
+    class_names = reports[0]["class_names"]
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for report in reports:
+        if report["class_names"] != class_names or report["split"] != reports[0]["split"]:
+            raise SystemExit(f"{files}: the reports are of other data or splits; merge runs of one table only")
+        for name, results in report["runs"].items():
+            seen = {r["seed"] for r in runs.get(name, [])}
+            runs.setdefault(name, []).extend(r for r in results if r["seed"] not in seen)
+    for results in runs.values():
+        results.sort(key=lambda r: -1 if r["seed"] is None else r["seed"])
+    ordered = {name: runs[name] for name in [TEACHER, *(m[0] for m in MODELS)] if name in runs}
+    content = {**reports[0], "commands": [r["command"] for r in reports], "merged_from": files, "runs": ordered,
+               "summary": summarise(ordered, class_names)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_clean(content), indent=2))
+    summary = content["summary"]
+    print(table(summary, any("external_auc_macro" in r for r in summary.values())))
+    print(per_class_table(summary, class_names))
+    print(localization_table(summary))
+    if figure_path:
+        figure(ordered, Path(figure_path), f"{reports[0]['dataset']}: teacher = "
+                                             f"{Path(reports[0]['settings']['teacher_predictions']).name}; "
+                                             f"{reports[0]['split']['test']} test images")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="put partial reports of this script together into --out (no training)")
     parser.add_argument("--dataset", default="nih")
-    parser.add_argument("--dataset_dir", required=True)
-    parser.add_argument("--teacher_predictions", required=True, help="the recorded teacher (CSV or JSON)")
+    parser.add_argument("--dataset_dir")
+    parser.add_argument("--teacher_predictions", help="the recorded teacher (CSV or JSON)")
     parser.add_argument("--external_dataset", default=None, help="a second data set (reader name) to test on")
     parser.add_argument("--external_dataset_dir", default=None)
     parser.add_argument("--seeds", type=int, default=3)
@@ -257,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work_dir", default="outputs/benchmark_recorded")
     parser.add_argument("--reuse", action="store_true", help="test models already trained under --work_dir")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out), args.figure)
+    if not (args.dataset_dir and args.teacher_predictions):
+        parser.error("--dataset_dir and --teacher_predictions are required (unless --merge)")
     if "3-conv student from assistant" in args.models and "assistant from recorded teacher" not in args.models:
         parser.error("the student from the assistant needs 'assistant from recorded teacher' in --models")
     if bool(args.external_dataset) != bool(args.external_dataset_dir):
