@@ -2,9 +2,11 @@
 
 __version__ = "0.5.0"
 
-from . import data, distill, engines, error_report, handlers, inference, localization, losses, metrics, networks  # noqa: E402
+from . import (  # noqa: E402
+    console, data, distill, engines, error_report, handlers, inference, localization, losses, metrics, networks,
+)
 
 error_report.install()  # a data error's own message is the last line of `monai.bundle run` (see bundle.error_report)
 
-__all__ = ["data", "distill", "engines", "handlers", "inference", "localization", "losses", "metrics", "networks",
+__all__ = ["console", "data", "distill", "engines", "handlers", "inference", "localization", "losses", "metrics", "networks",
            "__version__"]

@@ -31,6 +31,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from .console import progress as progress_bar
 from .keys import Keys
 
 __all__ = ["bootstrap_intervals", "classification_metrics", "expected_calibration_error", "ClassificationMetrics", "MultiTaskMetrics", "probabilities"]
@@ -163,6 +164,7 @@ def bootstrap_intervals(
     resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    progress: bool | None = False,
 ) -> dict[str, tuple[float, float]]:
     """Percentile-bootstrap confidence intervals of metrics over the evaluated images.
 
@@ -172,13 +174,14 @@ def bootstrap_intervals(
     ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of its values over the draws (draws
     where it is undefined, e.g. an AUC without positives, are left out). The images are the
     resampled unit, so the interval says how much the number would move on another test set
-    of the same size from the same source; it says nothing of a shifted one.
+    of the same size from the same source; it says nothing of a shifted one. ``progress``: a progress
+    bar over the draws (None: on a terminal only; :func:`bundle.console.progress`).
     """
     if num_samples < 2 or resamples < 1:
         raise ValueError(f"a bootstrap needs >= 2 samples and >= 1 resample, got {num_samples} and {resamples}")
     generator = np.random.default_rng(seed)
     values: dict[str, list[float]] = {key: [] for key in keys}
-    for _ in range(resamples):
+    for _ in progress_bar(range(resamples), "bootstrap", enabled=progress):
         scalars = scalars_of(generator.integers(0, num_samples, num_samples))
         for key in keys:
             values[key].append(float(scalars[key]))
@@ -245,6 +248,11 @@ class ClassificationMetrics(Metric):
                 tensors = [idist.all_gather(t) for t in tensors]
             self._arrays = tuple(t.numpy() for t in tensors)  # type: ignore[assignment]
         return self._arrays if rows is None else tuple(a[rows] for a in self._arrays)  # type: ignore[return-value]
+
+    def outputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(logits, labels, mask)`` of the whole evaluation, each ``(N, C)`` (gathered over processes):
+        what figures of it are drawn from (:mod:`bundle.figures`)."""
+        return self._gathered()
 
     def report(self, rows: np.ndarray | None = None, details: bool = True) -> dict[str, Any]:
         """The metrics of the evaluation, or of the samples ``rows`` (indices, repeats allowed: a bootstrap

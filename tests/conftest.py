@@ -50,6 +50,12 @@ def run_bundle(config_file: str | list[str], run_id: str, output_dir, **override
     return workflow
 
 
+def loss_term_means(workflow) -> dict[str, float]:
+    """The last epoch's mean of every loss term of a training run (``loss_mean/<term>`` metrics), by term."""
+    metrics = workflow.parser.get_parsed_content("train#trainer").state.metrics
+    return {name[len("loss_mean/"):]: value for name, value in metrics.items() if name.startswith("loss_mean/")}
+
+
 def error_chain(error: BaseException) -> list[BaseException]:
     """The error and every error it was raised from or during (MONAI's config parser wraps errors)."""
     chain: list[BaseException] = []

@@ -10,7 +10,7 @@ from bundle.handlers.saliency import gradients_from_layer
 from bundle.networks import (NETWORKS, DenseNet161, MobileNetV3, build_network, count_flops, count_parameters,
                              profile_networks, profile_table)
 from bundle.stages import stage_configs
-from conftest import run_bundle
+from conftest import loss_term_means, run_bundle
 
 TINY = {"dataset_options": {"num_images": 24, "source_size": 64}, "image_size": 32, "batch_size": 8,
         "max_epochs": 1, "num_workers": 0, "device": "cpu"}
@@ -44,11 +44,11 @@ def test_grad_cam_explains_the_compact_student_at_its_head():
 def test_densenet161_teacher_then_compact_student_multilabel(tmp_path):
     teacher = run_bundle(stage_configs("densenet161"), "training", tmp_path / "densenet161", **TINY)
     assert teacher.parser.get_parsed_content("data#task") == "multilabel"
-    assert set(teacher.parser.get_parsed_content("train#trainer").state.loss_term_means) == {"hard"}
+    assert set(loss_term_means(teacher)) == {"hard"}
 
     student = run_bundle(stage_configs("compact_student"), "training", tmp_path / "compact",
                          densenet161_ckpt=str(tmp_path / "densenet161" / "model.pt"), **TINY)
-    terms = student.parser.get_parsed_content("train#trainer").state.loss_term_means
+    terms = loss_term_means(student)
     assert set(terms) == {"hard", "soft", "feature/stage2", "feature/stage3", "feature/stage4"}
     assert all(torch.isfinite(torch.tensor(v)) for v in terms.values())
     assert type(student.parser.get_parsed_content("distiller").teacher.network).__name__ == "DenseNet161"

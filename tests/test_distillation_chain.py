@@ -10,7 +10,7 @@ from monai.bundle import ConfigWorkflow
 from bundle.distill import adapter_key, probe_feature_shapes
 from bundle.stages import stage_configs
 
-from conftest import error_chain, run_bundle
+from conftest import error_chain, loss_term_means, run_bundle
 
 TINY = {"dataset_options": {"num_images": 24, "source_size": 64}, "image_size": 32, "batch_size": 8,
         "max_epochs": 1, "num_workers": 0, "device": "cpu", "teacher_members": ["efficientnet-b0"]}
@@ -21,7 +21,7 @@ def run_stage(stage: str, output_dir, **overrides) -> ConfigWorkflow:
 
 
 def _terms(workflow: ConfigWorkflow) -> dict[str, float]:
-    return workflow.parser.get_parsed_content("train#trainer").state.loss_term_means
+    return loss_term_means(workflow)
 
 
 @pytest.mark.parametrize("dataset", ["synthetic", "synthetic_binary"])

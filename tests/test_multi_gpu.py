@@ -55,6 +55,10 @@ def test_two_processes_train_a_distilled_student_with_ddp(tmp_path):
     ThreeConvStudent(in_channels=1, out_channels=5).load_state_dict(state)
     assert json.loads((out / "metrics.json").read_text())["auc_macro"] >= 0.0
     assert (out / "log.txt").read_text().count("Engine run finished") >= 1
+    # only the first process logs and prints: one summary, one line per trainer epoch
+    output = result.stdout + result.stderr
+    assert output.count("cxr-distill: multilabel") == 1
+    assert len(re.findall(r"CXRTrainer - INFO - Epoch\[1\] Complete", output)) == 1
     # each process took half of every (oversampled) epoch: half the iterations of a single process
     last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     train_size = int(re.search(r"train (\d+),", result.stdout).group(1))

@@ -14,7 +14,7 @@ from monai.bundle import ConfigWorkflow
 from bundle.data import CXRDataError, load_splits
 from bundle.distill import TeacherOutputCache, read_teacher_predictions
 from bundle.stages import stage_configs
-from conftest import REPO_ROOT, error_chain, require_shared, run_bundle
+from conftest import REPO_ROOT, error_chain, loss_term_means, require_shared, run_bundle
 
 NIH_SUBSET = "nih14_subset"
 CHEXNET = "nih14_subset/teacher_predictions/chexnet_densenet121.csv"
@@ -163,7 +163,7 @@ def test_feature_terms_need_a_live_teacher(tmp_path):
     assert last.startswith(f"error: {file}: recorded predictions hold logits only") and "--loss_weights#feature 0" in last
     student = run_bundle("configs/student.json", "training", tmp_path / "s2", teacher_predictions=str(file),
                          loss_weights={"hard": 1.0, "soft": 1.0, "feature": 0.0}, temperature=4.0, **TINY)
-    terms = student.parser.get_parsed_content("train#trainer").state.loss_term_means
+    terms = loss_term_means(student)
     assert set(terms) == {"hard", "soft"}
     # MLCAK from recorded logits: the logit term, not the attention term, which needs a live ViT
     vit = {**TINY, "image_size": 16, "teacher_image_size": 16, "token_grid": 2, "vit_size": {"hidden_size": 16, "num_layers": 1,
@@ -173,7 +173,7 @@ def test_feature_terms_need_a_live_teacher(tmp_path):
     assert "attention" in " ".join(str(e) for e in error_chain(info.value))
     student = run_bundle(stage_configs("vit_student"), "training", tmp_path / "v2", teacher_predictions=str(file),
                          loss_weights={"hard": 1.0, "mlct": 1.0, "mcct": 1.0, "attention": 0.0}, **vit)
-    assert set(student.parser.get_parsed_content("train#trainer").state.loss_term_means) == {
+    assert set(loss_term_means(student)) == {
         "hard/mlct", "hard/mcct", "distill/mlct"}
 
 

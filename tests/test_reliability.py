@@ -26,9 +26,10 @@ def _train_command(output_dir) -> list[str]:
             "--output_dir", str(output_dir), *SMALL]
 
 
-def _run(output_dir) -> None:
+def _run(output_dir) -> str:
     result = subprocess.run(_train_command(output_dir), cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
 
 
 def _weights(path) -> dict[str, torch.Tensor]:
@@ -52,8 +53,11 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     done = torch.load(checkpoint, weights_only=True)["trainer"]["epoch"]
     assert 1 <= done < 3
 
-    _run(killed)  # the same command again
+    output = _run(killed)  # the same command again
     assert f"resumed from {checkpoint}: epoch {done}" in (killed / "log.txt").read_text()
+    # one true line about where training goes on, not Ignite's "resuming from iteration 0, epoch 0" before it
+    assert f"epoch {done}, iteration" in output and f"done; training epochs {done + 1}-3" in output
+    assert "resuming from iteration 0, epoch 0" not in output
     straight, resumed = _weights(tmp_path / "straight" / "model_final.pt"), _weights(killed / "model_final.pt")
     for name, value in straight.items():
         assert torch.equal(value, resumed[name]), name

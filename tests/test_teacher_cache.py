@@ -10,7 +10,7 @@ from bundle.distill import FrozenTeacher, TAKDDistiller, TeacherOutputCache, fre
 from bundle.losses import FeatureWassersteinLoss, HardLabelLoss, SoftLabelLoss
 from bundle.networks import ThreeConvStudent
 from bundle.stages import stage_configs
-from conftest import run_bundle
+from conftest import loss_term_means, run_bundle
 
 PAIRS = [["conv1", "conv1"], ["conv2", "conv2"], ["conv3", "conv3"]]
 
@@ -91,7 +91,7 @@ def test_student_stage_trains_from_a_disk_cache(tmp_path):
     student = run_bundle("configs/student.json", "training", tmp_path / "student", **tiny,
                          teacher_ckpt=str(tmp_path / "teacher" / "model.pt"), teacher_cache="disk",
                          teacher_cache_dtype="float16")
-    terms = student.parser.get_parsed_content("train#trainer").state.loss_term_means
+    terms = loss_term_means(student)
     assert {"hard", "soft", "feature/conv1", "feature/conv3"} <= set(terms)
     assert all(torch.isfinite(torch.tensor(v)) for v in terms.values())
     caches = list((tmp_path / "student" / "teacher_cache").glob("*/manifest.json"))

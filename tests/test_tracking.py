@@ -1,4 +1,4 @@
-"""--tracking mlflow: parameters, every loss term, every validation metric and the artifacts, read back from MLflow."""
+"""--tracking configs/mlflow.json: parameters, every loss term, every validation metric and the artifacts, read back from MLflow."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ TINY = {"dataset_options": {"num_images": 24, "source_size": 64}, "image_size": 
 def test_mlflow_tracking_logs_parameters_loss_terms_metrics_and_artifacts(tmp_path):
     mlflow = pytest.importorskip("mlflow")
     out = tmp_path / "student"
-    run_bundle("configs/student.json", "training", out, tracking="mlflow", **TINY)
+    run_bundle("configs/student.json", "training", out, tracking="configs/mlflow.json", **TINY)
 
     db = out / "mlruns.db"
     assert db.is_file(), "MLflow's SQLite store is kept under output_dir"
@@ -51,7 +51,7 @@ def test_mlflow_tracking_of_a_distilled_student_logs_each_distillation_term(tmp_
     run_bundle(stage_configs("teacher"), "training", tmp_path / "teacher",
                **{**TINY, "max_epochs": 1, "teacher_members": ["efficientnet-b0"]})
     out = tmp_path / "student"
-    run_bundle("configs/student.json", "training", out, tracking="mlflow", teacher_members=["efficientnet-b0"],
+    run_bundle("configs/student.json", "training", out, tracking="configs/mlflow.json", teacher_members=["efficientnet-b0"],
                teacher_ckpt=str(tmp_path / "teacher" / "model.pt"), **{**TINY, "max_epochs": 1})
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}")
     run = client.search_runs([client.get_experiment_by_name("cxr-distill").experiment_id])[0]

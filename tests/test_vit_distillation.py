@@ -13,7 +13,7 @@ from PIL import Image
 from bundle.data.phantoms import PhantomSpec, render_phantom
 from bundle.networks import CXRViT
 from bundle.stages import stage_configs
-from conftest import error_chain, run_bundle
+from conftest import error_chain, loss_term_means, run_bundle
 
 MICRO = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_dim": 64}
 DATA = {"dataset_options": {"num_images": 24, "source_size": 64}, "batch_size": 8, "max_epochs": 1,
@@ -25,7 +25,7 @@ STUDENT = {**DATA, "image_size": 16, "token_grid": 2, "vit_size": MICRO, "teache
 
 
 def _terms(workflow) -> dict[str, float]:
-    return workflow.parser.get_parsed_content("train#trainer").state.loss_term_means
+    return loss_term_means(workflow)
 
 
 @pytest.fixture(scope="module")

@@ -4,32 +4,34 @@ from .attention import AttentionMapWriter
 from .checkpoint import ModelSaver, ResumeCheckpoint, save_atomic
 from .intervals import ConfidenceIntervals
 from .guards import NonFiniteLossError, NonFiniteLossGuard
-from .loss_terms import LossTermsLogger
+from .loss_terms import LossTermMeans, loss_and_terms
 from .metrics_writer import MetricsJSONWriter
 from .predictions import PredictionWriter
-from .progress import ProgressBar
+from .progress import LossProgressBar
 from .run_log import RunLogFile
 from .saliency import SaliencyWriter, saliency_targets
 from .seeding import SeedEachEpoch, epoch_seed
-from .tracking import TrackingSetup, tracking_run_name
+from .tracking import flatten_params, tracking_artifacts, tracking_run_name
 
 __all__ = [
     "AttentionMapWriter",
     "ConfidenceIntervals",
-    "LossTermsLogger",
+    "LossProgressBar",
+    "LossTermMeans",
     "MetricsJSONWriter",
     "ModelSaver",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
     "PredictionWriter",
-    "ProgressBar",
     "ResumeCheckpoint",
     "RunLogFile",
     "SaliencyWriter",
     "SeedEachEpoch",
-    "TrackingSetup",
     "epoch_seed",
+    "flatten_params",
+    "loss_and_terms",
     "save_atomic",
     "saliency_targets",
+    "tracking_artifacts",
     "tracking_run_name",
 ]

@@ -135,6 +135,14 @@ class ModelSaver:
         self.best_score, self.best_epoch = state.get("best_score"), state.get("best_epoch")
 
 
+def _not_ignite_resuming_from_zero(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Engine run resuming from iteration 0, epoch 0 ")
+
+
+def _not_ignite_resuming(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Engine run resuming from iteration 0, epoch ")
+
+
 class ResumeCheckpoint:
     """Save the training state after every epoch; load it (and go on) when a run starts.
 
@@ -149,7 +157,10 @@ class ResumeCheckpoint:
             in a used output folder; the old checkpoint is then overwritten).
 
     The trainer's own state (epoch, iteration) is always part of the checkpoint.
-    Loading happens on ``Events.STARTED``, so Ignite goes on from the loaded epoch.
+    Loading happens on ``Events.STARTED``, so Ignite goes on from the loaded epoch. One log line
+    says what the run does: train from the start, or resume after epoch k (Ignite's own "resuming
+    from iteration 0, epoch 0", which it prints for every MONAI run before anything is loaded, is
+    left out).
     """
 
     def __init__(
@@ -168,10 +179,22 @@ class ResumeCheckpoint:
         self.resumed_from: int | None = None
 
     def attach(self, engine: Engine) -> None:
+        # MONAI creates the engine state before the run, so Ignite announces every run, a fresh one
+        # included, as "resuming from iteration 0, epoch 0", before anything is loaded (and every
+        # validation as "resuming from iteration 0, epoch <k - 1>"); the line this handler logs at
+        # STARTED says what really happens instead
+        engine.logger.addFilter(_not_ignite_resuming_from_zero)
+        if self.validator is not None:
+            self.validator.logger.addFilter(_not_ignite_resuming)
         if not self.enabled:
+            engine.add_event_handler(Events.STARTED, self._announce_fresh_start)
             return
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def _announce_fresh_start(self, engine: Engine) -> None:
+        logger.info("training epochs 1-%d from the start (--resume false: %s is neither read nor kept)",
+                    engine.state.max_epochs, self.path)
 
     def _state(self, engine: Engine) -> dict[str, Any]:
         state = {name: obj.state_dict() for name, obj in self.objects.items()}
@@ -192,6 +215,8 @@ class ResumeCheckpoint:
 
     def load(self, engine: Engine) -> None:
         if not self.path.is_file():
+            logger.info("training epochs 1-%d from the start (no resume checkpoint at %s yet)",
+                        engine.state.max_epochs, self.path)
             return
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
@@ -223,7 +248,9 @@ class ResumeCheckpoint:
         if self.best_model is not None and "best_model" in state:
             self.best_model.load_state_dict(state["best_model"])
         self.resumed_from = epoch
-        logger.info("resumed from %s: epoch %d, iteration %d done", self.path, epoch, iteration)
-        if epoch == engine.state.max_epochs:
-            logger.warning("%s: this run already finished all %d epochs; nothing to train (raise --max_epochs "
-                           "to go on, or pass --resume false to start again)", self.path, epoch)
+        if epoch < engine.state.max_epochs:
+            logger.info("resumed from %s: epoch %d, iteration %d done; training epochs %d-%d", self.path, epoch,
+                        iteration, epoch + 1, engine.state.max_epochs)
+        else:
+            logger.warning("resumed from %s: this run already finished all %d epochs; nothing to train (raise "
+                           "--max_epochs to go on, or pass --resume false to start again)", self.path, epoch)

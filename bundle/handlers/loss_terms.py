@@ -1,52 +1,87 @@
-"""Logs every named loss term: each iteration to TensorBoard, each epoch's mean to the run log and metrics."""
+"""The named loss terms of an iteration, as scalars and as epoch means.
+
+The trainer leaves every weighted term of an iteration in ``engine.state.output["loss_terms"]``
+(``hard``, ``soft``, ``feature/<layer>``, ...). Two things read them, each the library's own:
+
+* :func:`loss_and_terms` is an ``output_transform`` for MONAI's ``TensorBoardStatsHandler`` (and
+  ``MLFlowHandler``): ``{"train_loss": total, "loss/<term>": value}``, one scalar each per iteration;
+* :class:`LossTermMeans` is an Ignite metric: the mean of every term over the epoch so far, in
+  ``engine.state.metrics["loss_mean/<term>"]``, where MONAI's ``StatsHandler`` (the per-epoch log
+  line), ``TensorBoardStatsHandler`` and ``MLFlowHandler`` find it at the end of the epoch.
+
+Config example (``train#handlers``)::
+
+    {"_target_": "bundle.handlers.LossTermMeans"},
+    {"_target_": "TensorBoardStatsHandler", "summary_writer": "@tensorboard_writer",
+     "output_transform": "$bundle.handlers.loss_and_terms"},
+    {"_target_": "StatsHandler", "iteration_log": false, "name": null}
+"""
 
 from __future__ import annotations
 
-from ignite.engine import Engine, Events
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ignite.engine import Engine
+from ignite.metrics import Metric
+from ignite.metrics.metric import SingleEpochRunningBatchWise
 
 from ..keys import Keys
 
-__all__ = ["LossTermsLogger"]
+__all__ = ["LossTermMeans", "loss_and_terms", "loss_terms"]
 
 
-class LossTermsLogger:
-    """Writes ``engine.state.output["loss_terms"]`` as ``loss/<term>`` scalars.
+def loss_terms(output: Mapping[str, Any]) -> dict[str, float]:
+    """``{term: value}`` of one iteration (empty when the output has none, e.g. an all-unreadable batch)."""
+    return dict(output.get(Keys.LOSS_TERMS) or {}) if isinstance(output, Mapping) else {}
+
+
+def loss_and_terms(output: Mapping[str, Any]) -> dict[str, float]:
+    """``{"train_loss": total, "loss/<term>": value, ...}`` from this trainer's iteration output: the names
+    TensorBoard and MLflow show."""
+    logged = {"train_loss": float(output[Keys.LOSS].detach())}
+    logged.update({f"loss/{name}": float(value) for name, value in loss_terms(output).items()})
+    return logged
+
+
+class LossTermMeans(Metric):
+    """Mean of every named loss term over the epoch so far: ``engine.state.metrics["loss_mean/<term>"]``.
+
+    An Ignite metric whose value is a mapping (one entry per term; the terms are known only once
+    the trainer has run, so one ``Average`` per term cannot be declared beforehand). It is reset when
+    an epoch starts and recomputed after every iteration (Ignite's ``SingleEpochRunningBatchWise``
+    usage), so at ``EPOCH_COMPLETED`` it holds the epoch's means whatever the order of the handlers
+    that read them. Each term is averaged over the iterations that produced it.
 
     Args:
-        summary_writer: a ``torch.utils.tensorboard.SummaryWriter`` (or anything with
-            ``add_scalar``); None writes only to ``engine.state.metrics``-like history.
-        interval: log every ``interval`` iterations.
+        prefix: the metric names are ``<prefix><term>``.
+        output_transform: as for any Ignite metric: iteration output -> a mapping with
+            ``"loss_terms"`` (the trainer's output itself, the default) or ``({term: value},)``.
 
-    The running mean of each term over the epoch is kept in
-    ``engine.state.loss_term_means``, and at the end of the epoch in
-    ``engine.state.metrics["loss_mean/<term>"]``, where epoch-level trackers (MONAI's
-    ``MLFlowHandler`` with ``--tracking mlflow``, listed after this handler) find it.
+    ``attach(engine)`` without a name, as MONAI attaches handlers of a config's handler list.
     """
 
-    def __init__(self, summary_writer=None, interval: int = 1) -> None:
-        self.writer = summary_writer
-        self.interval = interval
+    required_output_keys = (Keys.LOSS_TERMS,)
 
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self._log)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._summarise)
+    def __init__(self, prefix: str = "loss_mean/", output_transform: Callable = lambda output: output) -> None:
+        self.prefix = prefix
+        super().__init__(output_transform=output_transform)
 
-    def _reset(self, engine: Engine) -> None:
+    def reset(self) -> None:
         self._sums: dict[str, float] = {}
-        self._count = 0
-        engine.state.loss_term_means = {}
+        self._counts: dict[str, int] = {}
 
-    def _log(self, engine: Engine) -> None:
-        terms = engine.state.output.get(Keys.LOSS_TERMS, {}) if isinstance(engine.state.output, dict) else {}
-        self._count += 1
-        for name, value in terms.items():
-            self._sums[name] = self._sums.get(name, 0.0) + value
-            if self.writer is not None:
-                self.writer.add_scalar(f"loss/{name}", value, engine.state.iteration)
-        engine.state.loss_term_means = {name: total / self._count for name, total in self._sums.items()}
+    def update(self, output: tuple[Mapping[str, float]]) -> None:
+        (terms,) = output
+        for name, value in (terms or {}).items():
+            self._sums[name] = self._sums.get(name, 0.0) + float(value)
+            self._counts[name] = self._counts.get(name, 0) + 1
 
-    def _summarise(self, engine: Engine) -> None:
-        engine.state.metrics.update({f"loss_mean/{name}": value for name, value in engine.state.loss_term_means.items()})
-        means = ", ".join(f"{name}={value:.4f}" for name, value in engine.state.loss_term_means.items())
-        engine.logger.info(f"Epoch[{engine.state.epoch}] loss terms (epoch mean): {means}")
+    def compute(self) -> dict[str, float]:
+        return {f"{self.prefix}{name}": total / self._counts[name] for name, total in self._sums.items()}
+
+    def completed(self, engine: Engine, name: str) -> None:
+        engine.state.metrics.update(self.compute())  # flat names only: trackers log every value as a scalar
+
+    def attach(self, engine: Engine, name: str = "loss_mean", usage: Any = None) -> None:  # type: ignore[override]
+        super().attach(engine, name, usage or SingleEpochRunningBatchWise())

@@ -11,6 +11,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 
 from .checkpoint import write_atomic
+from .intervals import format_intervals
 
 __all__ = ["MetricsJSONWriter", "write_json_atomic", "write_text_atomic"]
 
@@ -31,7 +32,8 @@ def _jsonable(value: Any) -> Any:
 
 class MetricsJSONWriter:
     """At the end of each evaluation, write ``engine.state.metrics`` to ``<output_dir>/<filename>``
-    and the text classification report to ``<output_dir>/<report_filename>``.
+    and the text classification report to ``<output_dir>/<report_filename>`` (with the bootstrap
+    intervals of :class:`~bundle.handlers.ConfidenceIntervals` when the evaluation has them).
 
     Args:
         output_dir: folder for the files.
@@ -69,5 +71,9 @@ class MetricsJSONWriter:
         if self.only_best:
             content["epoch"] = state.epoch  # a validator's epoch is its trainer's
         write_json_atomic(self.output_dir / self.filename, content)
-        if self.report_filename and report.get("report"):
-            write_text_atomic(self.output_dir / self.report_filename, report["report"])
+        text = report.get("report") or ""
+        intervals = getattr(state, "confidence_intervals", None)  # bundle.handlers.ConfidenceIntervals
+        if intervals:
+            text += "\n" + format_intervals(intervals, state.metrics)
+        if self.report_filename and text:
+            write_text_atomic(self.output_dir / self.report_filename, text)

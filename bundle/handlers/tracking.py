@@ -1,46 +1,37 @@
-"""Fits the ``MLFlowHandler`` that ``--tracking mlflow`` adds to this trainer: parameters and loss terms.
+"""What the bundle's MLflow tracking settings (``configs/mlflow.json``) compute.
 
-``python -m monai.bundle run training --config_file configs/student.json --tracking mlflow``
-makes MONAI append an ``MLFlowHandler`` to ``train#handlers``. MONAI's default settings
-log only ``max_epochs`` and ``epoch_length`` as parameters (and the executed config as an
-artifact), and read the loss from a decollated output (a list of dicts), which this
-trainer does not produce. This handler, listed before the tracker, gives it
+``python -m monai.bundle run training --config_file configs/student.json --tracking configs/mlflow.json``
+is MONAI's supported way to track a bundle: ``--tracking <file>`` reads a settings file shaped like
+``monai.bundle.utils.DEFAULT_MLFLOW_SETTINGS`` and appends its ``MLFlowHandler`` configs to
+``train#handlers`` and ``validate#handlers``. MONAI's built-in settings (``--tracking mlflow``) log
+only ``max_epochs`` and ``epoch_length`` as parameters and read the loss from a decollated output
+(a list of dicts), which this trainer does not produce; the bundle's settings give the trainer's
+handler
 
-* ``experiment_param``: the parameters people compare runs by (stage, data set, image
-  size, learning rate, temperature, loss weights, ...);
-* ``artifacts``: the run's result files (best model, metrics, report, log) and the
-  executed config that MONAI saved in ``output_dir`` (MONAI's own reference to that file
-  breaks when ``--output_dir`` is a plain path rather than an expression);
-* an ``output_transform`` giving, every iteration, ``train_loss`` (the total) and
-  ``loss/<term>`` for every named loss term (``hard``, ``soft``, ``feature/<layer>``),
-  the names TensorBoard shows too.
-
-Epoch means of the terms reach it as ``loss_mean/<term>`` metrics
-(:class:`~bundle.handlers.LossTermsLogger`). Without tracking it does nothing.
+* ``experiment_param``: the parameters people compare runs by (:func:`flatten_params` of the
+  settings' ``tracking_params``: stage, data set, image size, learning rate, temperature, loss
+  weights, ...);
+* ``output_transform``: :func:`bundle.handlers.loss_and_terms`, so every iteration logs
+  ``train_loss`` (the total) and ``loss/<term>`` for every named loss term (the names TensorBoard
+  shows too); epoch means arrive as ``loss_mean/<term>`` metrics (:class:`~bundle.handlers.LossTermMeans`);
+* ``artifacts``: :func:`tracking_artifacts`, the run's result files and the executed config that
+  MONAI saved in ``output_dir`` (MONAI's own reference to that file breaks when ``--output_dir`` is
+  a plain path rather than an expression).
 
 The stage configs name the experiment (``experiment_name``: ``cxr-distill``) and the run
-(``run_name``: :func:`tracking_run_name`); MONAI's trainer and validator trackers find
-each other's run by that name, so one run holds the losses and the validation metrics.
-
-Config example (``train#handlers``)::
-
-    {"_target_": "bundle.handlers.TrackingSetup",
-     "params": {"stage": "@stage", "learning_rate": "@learning_rate", "loss_weights": "@loss_weights"}}
+(``run_name``: :func:`tracking_run_name`); MONAI's trainer and validator handlers find each
+other's run by that name, so one run holds the losses and the validation metrics.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ignite.engine import Engine, Events
-
-from ..keys import Keys
-
-__all__ = ["TrackingSetup", "flatten_params", "loss_and_terms", "tracking_run_name"]
+__all__ = ["flatten_params", "tracking_artifacts", "tracking_run_name"]
 
 
 def tracking_run_name(stage: str) -> str:
@@ -60,47 +51,10 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return flat
 
 
-def loss_and_terms(output: Mapping[str, Any]) -> dict[str, float]:
-    """``{"train_loss": total, "loss/<term>": value, ...}`` from this trainer's iteration output."""
-    logged = {"train_loss": float(output[Keys.LOSS].detach())}
-    logged.update({f"loss/{name}": float(value) for name, value in output.get(Keys.LOSS_TERMS, {}).items()})
-    return logged
-
-
-class TrackingSetup:
-    """At ``STARTED`` (before the trackers start), set up every MLflow handler of the trainer.
-
-    Args:
-        params: name -> value; nested mappings become ``parent.child`` names.
-        artifacts: files to log when training completes (missing ones are skipped).
-        output_dir: where MONAI saved the executed config (``config_<time>.json``); the
-            newest one is logged too.
-    """
-
-    def __init__(self, params: Mapping[str, Any], artifacts: Sequence[str | os.PathLike] = (),
-                 output_dir: str | os.PathLike | None = None) -> None:
-        self.params = flatten_params(params)
-        self.artifacts = [str(a) for a in artifacts]
-        self.output_dir = output_dir
-        self.trackers: list[Any] = []
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        from monai.handlers import MLFlowHandler
-
-        # Ignite has no public listing of an event's handlers; MONAI appends the tracker
-        # after the bundle's own handlers, so it is attached by now and starts after us.
-        handlers = engine._event_handlers.get(Events.STARTED, [])  # noqa: SLF001
-        self.trackers = [h[0].__self__ for h in handlers if isinstance(getattr(h[0], "__self__", None), MLFlowHandler)]
-        if not self.trackers:
-            return
-        artifacts = list(self.artifacts)
-        configs = sorted(Path(self.output_dir).glob("config_*.json"), key=os.path.getmtime) if self.output_dir else []
-        if configs:
-            artifacts.append(str(configs[-1]))
-        for tracker in self.trackers:
-            tracker.experiment_param = {**self.params, **(tracker.experiment_param or {})}
-            tracker.output_transform = loss_and_terms
-            tracker.artifacts = tuple(dict.fromkeys([*(a for a in tracker.artifacts if a), *artifacts]))
+def tracking_artifacts(output_dir: str | os.PathLike, names: Iterable[str]) -> list[str]:
+    """``output_dir/<name>`` for each name, and the newest executed config (``config_<time>.json``) that
+    MONAI's ``--tracking`` wrote there. Files missing when the run ends are skipped by the tracker."""
+    folder = Path(output_dir)
+    files = [str(folder / name) for name in names]
+    configs = sorted(folder.glob("config_*.json"), key=os.path.getmtime)
+    return files + [str(configs[-1])] if configs else files
