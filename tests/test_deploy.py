@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 from PIL import Image
@@ -121,15 +122,17 @@ def test_app_writes_a_structured_report_referencing_the_source(app_output, dicom
         assert group.source_images[0].referenced_sop_instance_uid == source.SOPInstanceUID
 
 
-def test_app_writes_saliency_overlays(app_output):
+def test_app_writes_saliency_overlays(app_output, dicom):
     record = json.loads((app_output / "classification.json").read_text())
     explained = record["positive_findings"] or [max(record["probabilities"], key=record["probabilities"].get)]
     assert sorted(record["saliency"]) == sorted(explained)
     for name in explained:
         png = app_output / "saliency" / f"chest_cr_monochrome1.dcm_{name.replace(' ', '_')}.png"
         assert str(png) in record["saliency"][name]
-        with Image.open(png) as overlay:
-            assert overlay.size == (IMAGE_SIZE, IMAGE_SIZE) and overlay.mode == "RGB"
+        with Image.open(png) as overlay:  # on the radiograph's own pixels, with a colour bar beside it
+            header = pydicom.dcmread(dicom, stop_before_pixels=True)
+            rows, columns = int(header.Rows), int(header.Columns)
+            assert overlay.size[1] == rows and overlay.size[0] > columns and overlay.mode in ("RGB", "RGBA")
         saliency = np.load(png.with_suffix(".npy"))
         assert saliency.shape == (IMAGE_SIZE, IMAGE_SIZE) and 0.0 <= saliency.min() <= saliency.max() <= 1.0
 

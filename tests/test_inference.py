@@ -69,6 +69,8 @@ def test_inference_writes_predictions_and_saliency_and_lists_bad_files(tmp_path,
         assert maps and all((m.with_suffix(".png")).is_file() for m in maps)
         saliency = np.load(maps[0])
         assert saliency.shape == (64, 64) and saliency.min() >= 0.0 and saliency.max() <= 1.0
+        with Image.open(maps[0].with_suffix(".png")) as overlay:  # the 96 px input's own pixels, and a colour bar
+            assert overlay.size[1] == 96 and overlay.size[0] > 96
     assert not list((out / "saliency").glob("empty*")) and not list((out / "saliency").glob("truncated*"))
     records = json.loads((out / "predictions.json").read_text())
     assert len(records) == 6 and set(records[0]["probabilities"]) in (set(CLASSES), set())

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 
 from bundle.data import CXRDataError
 from conftest import REPO_ROOT, error_chain, require_shared, run_bundle
@@ -34,6 +35,16 @@ def test_student_trains_on_synthetic_default_and_writes_outputs(tmp_path):
     ThreeConvStudent(1, 5).load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
     # the phantoms were cached under the output directory
     assert list((tmp_path / "cache").rglob("datalist.json"))
+    # TensorBoard: every loss term each iteration, validation saliency each epoch, ROC at the best epoch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((tmp_path / "tensorboard").glob("events.out.tfevents.*"))),
+                              size_guidance={"images": 0})
+    events.Reload()
+    assert {"loss/hard", "train_loss", "loss_mean/hard", "auc_macro"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Images("validation/saliency")] == [1, 2]
+    best = json.loads((tmp_path / "metrics.json").read_text())["epoch"]
+    assert best in [e.step for e in events.Images("validation/roc")]
 
 
 def test_student_trains_on_real_pneumoniamnist_multiclass(tmp_path):
@@ -62,6 +73,12 @@ def test_readme_command_runs_as_a_cli(tmp_path):
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "metrics.json").is_file()
+    # off a terminal no progress bar: no carriage-return updates, one loss line per epoch
+    output = result.stdout + result.stderr
+    assert "\r" not in output and max(map(len, output.splitlines())) < 2000
+    log = (tmp_path / "log.txt").read_text()
+    assert log.count("Epoch[1] Metrics -- loss_mean/hard:") == 1 and "\r" not in log
+    assert "training epochs 1-1 from the start" in log and "Engine run resuming from iteration 0, epoch 0" not in output
 
 
 def test_evaluate_config_reports_the_test_split(tmp_path):
@@ -74,6 +91,9 @@ def test_evaluate_config_reports_the_test_split(tmp_path):
     assert sum(map(sum, metrics["confusion_matrix"])) == test_size
     report = (tmp_path / "eval" / "report.txt").read_text()
     assert "Normal" in report and "95% bootstrap confidence intervals" in report
+    for name in ("roc", "precision_recall", "confusion_matrix", "reliability"):  # multi-class: one matrix
+        with Image.open(tmp_path / "eval" / f"{name}.png") as figure:
+            assert figure.format == "PNG" and min(figure.size) >= 300, name
     for key in ("auc_macro", "accuracy", "f1_macro"):  # the test metric inside its bootstrap interval
         if metrics[key] is not None:
             assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"], key

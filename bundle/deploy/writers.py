@@ -29,8 +29,9 @@ def write_saliency(model: BundleModel, result: Classification, output_dir: str |
     model), so the maps, the explained classes and the file names are the bundle's. The top
     class's map normally comes from :func:`classify`'s single forward pass; other explained
     classes (multi-label findings above the threshold) cost one more pass each. Files:
-    ``<output_dir>/saliency/<file name>_<class>.png`` (overlay) and ``.npy`` (map), at the
-    network's input size. Returns ``{class name: [files]}``.
+    ``<output_dir>/saliency/<file name>_<class>.png`` (overlay, on the radiograph at its own
+    resolution, with a colour bar, the class and its probability) and ``.npy`` (map, at the
+    network's input size). Returns ``{class name: [files]}``.
     """
     from bundle.handlers.saliency import output_name
 
@@ -39,11 +40,12 @@ def write_saliency(model: BundleModel, result: Classification, output_dir: str |
         return {}
     image = result.network_input[None].to(model.device)
     maps = result.saliency_maps
+    probabilities = torch.tensor([[result.probabilities[c] for c in model.class_names]])
     if maps is None:  # classified without saliency (AMP on a GPU): explain the classes now
-        pred = torch.tensor([[result.probabilities[c] for c in model.class_names]])
-        maps = writer.explain(image, pred)[1][0]
+        maps = writer.explain(image, probabilities)[1][0]
     name = output_name(str(result.radiograph.path), set())
-    written = writer.write([name], image, [maps], output_dir=Path(output_dir) / "saliency")[0]
+    written = writer.write([name], image, [maps], output_dir=Path(output_dir) / "saliency",
+                           originals=[result.radiograph.image], probabilities=probabilities)[0]
     files = {model.class_names[k]: [str(path) for path in paths] for k, paths in written.items()}
     result.saliency_files = files
     return files

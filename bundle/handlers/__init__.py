@@ -2,6 +2,7 @@
 
 from .attention import AttentionMapWriter
 from .checkpoint import ModelSaver, ResumeCheckpoint, save_atomic
+from .figures import EvaluationFigures, ValidationFigures
 from .intervals import ConfidenceIntervals
 from .guards import NonFiniteLossError, NonFiniteLossGuard
 from .loss_terms import LossTermMeans, loss_and_terms
@@ -16,6 +17,7 @@ from .tracking import flatten_params, tracking_artifacts, tracking_run_name
 __all__ = [
     "AttentionMapWriter",
     "ConfidenceIntervals",
+    "EvaluationFigures",
     "LossProgressBar",
     "LossTermMeans",
     "MetricsJSONWriter",
@@ -27,6 +29,7 @@ __all__ = [
     "RunLogFile",
     "SaliencyWriter",
     "SeedEachEpoch",
+    "ValidationFigures",
     "epoch_seed",
     "flatten_params",
     "loss_and_terms",

@@ -9,7 +9,11 @@ Uses ``monai.visualize.GradCAM`` / ``GradCAMpp`` on the module named ``target_la
 * ``<input name>_<class>.npy``: the raw map, float32, in [0, 1] (1 = strongest evidence for
   the class), at the network's input size (MONAI upsamples it; :func:`unit_range` scales it:
   MONAI's default normaliser would flip it);
-* ``<input name>_<class>.png``: the map over the image (jet colours, blended);
+* ``<input name>_<class>.png``: the map over the radiograph *at the radiograph's own resolution*
+  (the file is read again, and the map upsampled bilinearly onto its pixels), with a colour bar
+  and the class and its probability in the top-left corner (:func:`bundle.figures.saliency_overlay`),
+  so that it can be read beside the original; inputs that cannot be read again (an in-memory
+  array) get the overlay on the network's input;
 * ``maps.csv``: per input and explained class, the input's path and its two files.
 
 ``<input name>`` is the input's whole file name, extension included (:func:`output_name`:
@@ -47,11 +51,14 @@ from monai.visualize import GradCAM, GradCAMpp
 from monai.visualize.utils import blend_images
 from PIL import Image
 
+from ..data.errors import CXRDataError
+from ..data.io import load_cxr
+from ..figures import saliency_overlay, save_figure
 from ..keys import Keys
 from ..metrics import probabilities as task_probabilities
 
-__all__ = ["SaliencyWriter", "class_tokens", "make_cam", "output_name", "unit_range", "saliency_targets", "write_overlay",
-           "gradients_from_layer"]
+__all__ = ["SaliencyWriter", "class_tokens", "make_cam", "output_name", "read_original", "unit_range", "saliency_targets",
+           "write_overlay", "gradients_from_layer"]
 
 METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
 
@@ -174,6 +181,20 @@ def write_overlay(path: str | os.PathLike, image: torch.Tensor, saliency: torch.
     Image.fromarray(rgb).save(path)
 
 
+def read_original(filename: str | os.PathLike | None) -> np.ndarray | None:
+    """The radiograph behind an inference input, ``(H, W)`` in [0, 1] as the bundle reads it, for the
+    overlay; None when it cannot be read again (no file name, or the file changed). The input was
+    accepted once already, so the chest check and its warnings are not repeated."""
+    if not filename or not Path(str(filename)).is_file():
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return load_cxr(filename, require_chest=False)
+    except CXRDataError:
+        return None
+
+
 class SaliencyWriter:
     """Write Grad-CAM (or Grad-CAM++) maps and overlays for every readable input of an inference run.
 
@@ -185,7 +206,7 @@ class SaliencyWriter:
         task: ``"multilabel"`` or ``"multiclass"``.
         method: ``"gradcam"`` or ``"gradcampp"``.
         threshold, max_classes: which classes to explain (see :func:`saliency_targets`).
-        overlay: also write the PNG overlay.
+        overlay: also write the PNG overlay (on the radiograph read again at full resolution).
         enabled: False: attach nothing and place no hooks (``--saliency_enabled false``).
     """
 
@@ -243,7 +264,9 @@ class SaliencyWriter:
         _, maps = self.explain(images, probabilities)
         inputs = [str(engine.state.batch[i].get(self.filename_key, f"image{i}")) for i in keep]
         names = [output_name(filename, self._names) for filename in inputs]
-        written = self.write(names, images, maps)
+        originals = [read_original(engine.state.batch[i].get(self.filename_key)) if self.overlay else None
+                     for i in keep]
+        written = self.write(names, images, maps, originals=originals, probabilities=probabilities)
         for filename, per_class in zip(inputs, written):
             for k, files in per_class.items():
                 self.maps.append({Keys.IMAGE: filename, "class": self.class_names[k], "map": files[0].name,
@@ -287,22 +310,38 @@ class SaliencyWriter:
         return logits, [{k: maps[(row, k)] for k in wanted} for row, wanted in enumerate(targets)]
 
     def write(self, names: list[str], images: torch.Tensor, maps: list[dict[int, torch.Tensor]],
-              output_dir: str | os.PathLike | None = None) -> list[dict[int, list[Path]]]:
+              output_dir: str | os.PathLike | None = None, originals: list[np.ndarray | None] | None = None,
+              probabilities: torch.Tensor | None = None) -> list[dict[int, list[Path]]]:
         """Write each image's maps (``<name>_<class>.npy``) and overlays (``.png``) under ``output_dir``
         (default: the writer's ``<output_dir>/saliency``); ``names`` as :func:`output_name` makes them.
-        Returns, per image, ``{class index: [files]}``: one distinct pair of files per explained class."""
+        Returns, per image, ``{class index: [files]}``: one distinct pair of files per explained class.
+
+        ``originals``: per image, the radiograph as read, ``(H, W)`` in [0, 1], on which its overlays are
+        drawn (None, or a None entry: on the network input ``images[row]``). ``probabilities``: ``(B, C)``,
+        each overlay's class probability for its corner label.
+        """
         folder = Path(output_dir) if output_dir is not None else self.output_dir
         folder.mkdir(parents=True, exist_ok=True)
-        return [{k: self._write(folder, f"{name}_{self._class_tokens[k]}", images[row].detach().float().cpu(),
-                                saliency) for k, saliency in image_maps.items()}
-                for row, (name, image_maps) in enumerate(zip(names, maps))]
+        written = []
+        for row, (name, image_maps) in enumerate(zip(names, maps)):
+            original = originals[row] if originals is not None else None
+            background = images[row].detach().float().cpu().numpy() if original is None else original
+            files = {}
+            for k, saliency in image_maps.items():
+                label = self.class_names[k]
+                if probabilities is not None:
+                    label += f"  p = {float(probabilities[row][k]):.2f}"
+                files[k] = self._write(folder, f"{name}_{self._class_tokens[k]}", background, saliency, label)
+            written.append(files)
+        return written
 
-    def _write(self, folder: Path, base: str, image: torch.Tensor, saliency: torch.Tensor) -> list[Path]:
+    def _write(self, folder: Path, base: str, background: np.ndarray, saliency: torch.Tensor, label: str) -> list[Path]:
         # the suffix is appended, never substituted: Path.with_suffix would cut a name at its last dot
         files = [folder / f"{base}.npy"]
         np.save(files[0], saliency[0].numpy().astype(np.float32))
         if self.overlay:
             files.append(folder / f"{base}.png")
-            write_overlay(files[1], image, saliency)
+            what = "Grad-CAM++" if isinstance(self.cam, GradCAMpp) else "Grad-CAM"
+            save_figure(saliency_overlay(background, saliency[0].numpy(), label, colorbar_label=what), files[1])
         self.written.extend(files)
         return files
