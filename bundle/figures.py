@@ -229,7 +229,6 @@ def reliability_figure(data: EvaluationData, bins: int = CALIBRATION_BINS) -> Fi
     figure = Figure(figsize=(7.5 if len(data.class_names) <= 8 else 10, 8), dpi=100, layout="constrained")
     curve, counts_axes = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     edges = np.linspace(0, 1, bins + 1)
-    centres = (edges[:-1] + edges[1:]) / 2
     for outcome, colour in zip(data.classes(), _colours(len(data.class_names))):
         which = np.minimum((outcome.probabilities * bins).astype(int), bins - 1)
         counts = np.bincount(which, minlength=bins)
@@ -239,7 +238,7 @@ def reliability_figure(data: EvaluationData, bins: int = CALIBRATION_BINS) -> Fi
         ece = expected_calibration_error(outcome.labels, outcome.probabilities, bins)
         curve.plot(predicted, observed, marker="o", markersize=4, color=colour, linewidth=1.5,
                    label=f"{outcome.name} (ECE {ece:.3f})")
-        counts_axes.step(centres, counts, where="mid", color=colour, linewidth=1.2)
+        counts_axes.stairs(counts, edges, color=colour, linewidth=1.2)
     curve.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfectly calibrated")
     curve.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed frequency of the class",
               title=f"{_title('Reliability', data)} ({bins} equal-width bins)")
@@ -321,6 +320,8 @@ def saliency_overlay(image: np.ndarray, saliency: np.ndarray, label: str, colorb
     height, width = image.shape
     saliency = np.asarray(saliency, dtype=np.float32)
     saliency = _upsampled(saliency[0] if saliency.ndim == 3 else saliency, (height, width))
+    if float(saliency.max()) <= 0:  # Grad-CAM keeps positive evidence only; none is an answer too
+        label += "\n(map flat: no positive evidence)"
     strip = max(int(0.18 * height), 90)  # colour bar, its ticks and its label
     dpi = 100
     figure = Figure(figsize=((width + strip) / dpi, height / dpi), dpi=dpi, facecolor="black")

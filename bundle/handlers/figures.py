@@ -181,6 +181,7 @@ class ValidationFigures:
         for row in range(len(images)):
             top = int(np.argmax(probs[row]))
             present = [n for n, t, k in zip(names, truth[row], known[row]) if t > 0.5 and k > 0]
-            titles.append(f"true: {', '.join(present) or 'no finding'}\ntop: {names[top]} {probs[row][top]:.2f}")
+            flat = " (map flat: no evidence)" if float(maps[row].max()) <= 0 else ""
+            titles.append(f"true: {', '.join(present) or 'no finding'}\ntop: {names[top]} {probs[row][top]:.2f}{flat}")
         return saliency_panels_figure([image.numpy() for image in images], [m.numpy() for m in maps], titles,
                                       f"validation, epoch {step}: {what}")
