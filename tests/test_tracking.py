@@ -58,3 +58,14 @@ def test_mlflow_tracking_of_a_distilled_student_logs_each_distillation_term(tmp_
     terms = {"hard", "soft", "feature/conv1", "feature/conv2", "feature/conv3"}
     assert {f"loss/{t}" for t in terms} | {f"loss_mean/{t}" for t in terms} <= set(run.data.metrics)
     assert run.data.params["teacher_stage"] == "teacher" and run.data.params["temperature"] == "20.0"
+
+
+def test_monai_builtin_mlflow_tracking_logs_the_training_loss(tmp_path):
+    """MONAI's own --tracking mlflow (defaults written for decollated outputs) works on this trainer."""
+    mlflow = pytest.importorskip("mlflow")
+    out = tmp_path / "student"
+    run_bundle("configs/student.json", "training", out, tracking="mlflow", **TINY)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("cxr-distill").experiment_id])  # the config's id
+    losses = [m.value for run in runs for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert len(losses) == 2 * 2 and all(0.0 < v < 10.0 for v in losses)

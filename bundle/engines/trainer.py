@@ -86,6 +86,28 @@ def drop_unreadable(batchdata: dict[str, Any], engine: Any = None) -> dict[str, 
     return subset
 
 
+def single_loss_output(handler: Any) -> Any:
+    """``handler``, with an output transform that gives a 1-tuple (``(loss,)``) made to give the loss itself.
+
+    MONAI's built-in ``--tracking mlflow`` attaches an ``MLFlowHandler`` whose output transform,
+    ``from_engine(["loss"], first=True)``, is written for decollated outputs (a list of per-sample
+    dicts); on this trainer's batch output (one dict) it returns ``(loss,)``, which MLflow cannot log
+    as a number. Unwrapping the 1-tuple keeps that flag working as MONAI documents it (``train_loss``
+    per iteration); ``--tracking configs/mlflow.json`` logs the loss terms, parameters and files too.
+    """
+    from monai.handlers import MLFlowHandler
+
+    if isinstance(handler, MLFlowHandler):
+        transform = handler.output_transform
+
+        def unwrapped(output: Any) -> Any:
+            value = transform(output)
+            return value[0] if isinstance(value, tuple) and len(value) == 1 else value
+
+        handler.output_transform = unwrapped
+    return handler
+
+
 class CXRTrainer(SupervisedTrainer):
     """SupervisedTrainer whose iteration is the distiller's step.
 
@@ -96,7 +118,7 @@ class CXRTrainer(SupervisedTrainer):
     """
 
     def __init__(self, *args: Any, distiller: torch.nn.Module, **kwargs: Any) -> None:
-        kwargs["train_handlers"] = flatten_handlers(kwargs.get("train_handlers"))
+        kwargs["train_handlers"] = [single_loss_output(h) for h in flatten_handlers(kwargs.get("train_handlers"))]
         kwargs.setdefault("loss_function", distiller)  # MONAI's bookkeeping; the step calls forward_train
         super().__init__(*args, **kwargs)
         self.distiller = distiller
