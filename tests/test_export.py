@@ -397,12 +397,19 @@ def test_export_without_any_schema_warns_on_the_last_line_and_exports(tmp_path, 
     assert "export failed: bundle schema not found" in capsys.readouterr().err
 
 
-def test_schema_is_downloaded_with_monai_into_the_cache_and_then_read_offline(tmp_path, ordinary_clone, monkeypatch):
+@pytest.fixture
+def shared_schema():
+    """The real schema, found before ``ordinary_clone`` hides ``$CXR_DATA_ROOT`` (request it first)."""
+    return require_shared("../monai/meta_schema_20240725.json")
+
+
+def test_schema_is_downloaded_with_monai_into_the_cache_and_then_read_offline(tmp_path, shared_schema, ordinary_clone,
+                                                                              monkeypatch):
     import monai.apps.utils
 
     from bundle.export import ExportError, validate_metadata
 
-    shared = require_shared("../monai/meta_schema_20240725.json")
+    shared = shared_schema
 
     def download(url, filepath, **kwargs):  # what MONAI's download_url leaves behind when it succeeds
         assert url == SCHEMA_URL
