@@ -28,9 +28,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
-from .metrics import expected_calibration_error
+from .metrics import calibration_bins, expected_calibration_error
 
 __all__ = [
     "ClassOutcomes",
@@ -202,8 +202,7 @@ def confusion_figure(data: EvaluationData) -> Figure:
         known = data.mask.min(axis=1) > 0
         truth, predicted = data.labels[known].argmax(axis=1), data.probabilities[known].argmax(axis=1)
         size = len(data.class_names)
-        counts = np.zeros((size, size), dtype=int)
-        np.add.at(counts, (truth, predicted), 1)
+        counts = confusion_matrix(truth, predicted, labels=list(range(size)))
         side = max(5.0, 1.1 * size + 2)
         figure = Figure(figsize=(side, side), dpi=100, layout="constrained")
         _table(figure.add_subplot(), counts, data.class_names, data.class_names,
@@ -215,8 +214,7 @@ def confusion_figure(data: EvaluationData) -> Figure:
     figure.suptitle(f"{_title('Per-finding confusion tables', data)} (threshold {data.threshold:g})")
     for index, outcome in enumerate(classes):
         predicted = (outcome.probabilities >= data.threshold).astype(int)
-        counts = np.zeros((2, 2), dtype=int)
-        np.add.at(counts, (outcome.labels, predicted), 1)
+        counts = confusion_matrix(outcome.labels, predicted, labels=[0, 1])
         _table(figure.add_subplot(rows, columns, index + 1), counts, ["absent", "present"], ["absent", "present"],
                f"{outcome.name} ({len(outcome.labels)})", 9)
     return figure
@@ -230,11 +228,9 @@ def reliability_figure(data: EvaluationData, bins: int = CALIBRATION_BINS) -> Fi
     curve, counts_axes = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     edges = np.linspace(0, 1, bins + 1)
     for outcome, colour in zip(data.classes(), _colours(len(data.class_names))):
-        which = np.minimum((outcome.probabilities * bins).astype(int), bins - 1)
-        counts = np.bincount(which, minlength=bins)
+        counts, label_sums, probability_sums = calibration_bins(outcome.labels, outcome.probabilities, bins)
         filled = counts > 0
-        observed = np.bincount(which, outcome.labels, bins)[filled] / counts[filled]
-        predicted = np.bincount(which, outcome.probabilities, bins)[filled] / counts[filled]
+        observed, predicted = label_sums[filled] / counts[filled], probability_sums[filled] / counts[filled]
         ece = expected_calibration_error(outcome.labels, outcome.probabilities, bins)
         curve.plot(predicted, observed, marker="o", markersize=4, color=colour, linewidth=1.5,
                    label=f"{outcome.name} (ECE {ece:.3f})")

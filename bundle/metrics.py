@@ -34,7 +34,7 @@ from sklearn.metrics import (
 from .console import progress as progress_bar
 from .keys import Keys
 
-__all__ = ["bootstrap_intervals", "classification_metrics", "expected_calibration_error", "ClassificationMetrics", "MultiTaskMetrics", "probabilities"]
+__all__ = ["bootstrap_intervals", "calibration_bins", "classification_metrics", "expected_calibration_error", "ClassificationMetrics", "MultiTaskMetrics", "probabilities"]
 
 
 def probabilities(logits: torch.Tensor | np.ndarray, task: str) -> np.ndarray:
@@ -48,19 +48,29 @@ def _auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     return float(roc_auc_score(y_true, y_score)) if 0 < y_true.sum() < len(y_true) else math.nan
 
 
+def calibration_bins(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width probability bin over [0, 1]: ``(count, sum of labels, sum of probabilities)``.
+
+    The one binning behind :func:`expected_calibration_error` and the reliability diagram
+    (:func:`bundle.figures.reliability_figure`), so the picture shows the bins the number is made of.
+    """
+    y_true, y_prob = np.asarray(y_true, dtype=np.float64), np.asarray(y_prob, dtype=np.float64)
+    which = np.minimum((y_prob * bins).astype(int), bins - 1)
+    return (np.bincount(which, minlength=bins), np.bincount(which, y_true, bins),
+            np.bincount(which, y_prob, bins))
+
+
 def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10) -> float:
     """Expected calibration error of one binary outcome: ``sum_b (n_b / n) |mean(y)_b - mean(p)_b|``.
 
     Probabilities are put in ``bins`` equal-width bins over [0, 1] (Naeini et al. 2015; Guo et al.
     2017); a perfectly calibrated model has ECE 0. NaN without samples.
     """
-    y_true, y_prob = np.asarray(y_true, dtype=np.float64), np.asarray(y_prob, dtype=np.float64)
     if not len(y_true):
         return math.nan
-    which = np.minimum((y_prob * bins).astype(int), bins - 1)
-    counts = np.bincount(which, minlength=bins)
-    gaps = np.abs(np.bincount(which, y_true, bins) - np.bincount(which, y_prob, bins))  # |sum y - sum p| per bin
-    return float(gaps.sum() / counts.sum())
+    counts, label_sums, probability_sums = calibration_bins(y_true, y_prob, bins)
+    return float(np.abs(label_sums - probability_sums).sum() / counts.sum())  # |sum y - sum p| per bin
 
 
 def _nanmean(values: Sequence[float]) -> float:
