@@ -1,6 +1,6 @@
 """cxr-distill: train, explain and deploy small, fast chest X-ray classifiers by knowledge distillation."""
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 from . import (  # noqa: E402
     console, data, distill, engines, error_report, handlers, inference, localization, losses, metrics, networks,

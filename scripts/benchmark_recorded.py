@@ -18,7 +18,9 @@ gain over its undistilled twin paired by seed; with ``--external_dataset`` / ``-
 every model (and the teacher, where the predictions file has rows for those images) is tested on
 that data set too, all of it, in its own columns; ``--figure`` draws the macro AUCs with their
 intervals; Grad-CAM of every CNN is scored against the radiologists' boxes of the data set
-(pointing game, IoU; the assistant's maps are the live teacher's for map agreement)::
+(pointing game, IoU; the assistant's maps are the live teacher's for map agreement).
+``--checkpoint final`` tests each model's last epoch instead of its best validation epoch, and
+``--ema_momentum`` makes every model validate and save a moving average of its weights::
 
     python scripts/benchmark_recorded.py --dataset_dir ../shared/data/nih14_subset \\
         --teacher_predictions ../shared/data/nih14_subset/teacher_predictions/chexnet_densenet121.csv \\
@@ -279,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feature_weight", type=float, default=0.1, help="the Wasserstein term, student from assistant")
     parser.add_argument("--checkpoint", default="best", choices=("best", "final"),
                         help="test model.pt (best validation macro AUC) or model_final.pt (the last epoch)")
+    parser.add_argument("--ema_momentum", type=float, default=None,
+                        help="validate and save a moving average of the weights (the configs' ema_momentum, e.g. 0.02)")
     parser.add_argument("--bootstrap_resamples", type=int, default=1000)
     parser.add_argument("--max_images", type=int, default=None, help="cap per split, for a quick check")
     parser.add_argument("--device", default="cpu")
@@ -306,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     extra = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
+    if args.ema_momentum:
+        extra["ema_momentum"] = args.ema_momentum
     splits = load_splits(args.dataset, args.dataset_dir, seed=args.split_seed, max_images=args.max_images)
     class_names, task = list(splits.class_names), splits.task
     external = None
@@ -374,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics, evaluation = evaluate(stage, settings, output_dir / "eval", bootstrap_keys, args.bootstrap_resamples)
             result["test"] = _scores(metrics, class_names)
             result["validation_auc_macro"] = json.loads((output_dir / "metrics.json").read_text()).get("auc_macro")
-            network = evaluation.parser.get_parsed_content("network").eval()
+            network = evaluation.parser.get_parsed_content("validated_network").eval()
             result["parameters"] = count_parameters(network)
             if external is not None:
                 ext_metrics, _ = evaluate(stage, {**settings, "dataset": args.external_dataset,

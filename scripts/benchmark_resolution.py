@@ -91,7 +91,7 @@ def train_and_test(stage: str, output_dir: Path, overrides: dict[str, Any], imag
     seconds = time.perf_counter() - start
     evaluation = run_workflow(stage_configs(stage, "configs/evaluate.json"), "evaluating", settings)
     metrics = json.loads((output_dir / "eval" / "metrics.json").read_text())
-    network = evaluation.parser.get_parsed_content("network")  # the best checkpoint, loaded by evaluate.json
+    network = evaluation.parser.get_parsed_content("validated_network")  # the best checkpoint, loaded by evaluate.json
     result: dict[str, Any] = {
         "mlct_auc": metrics["mlct/auc_macro"],
         "mcct_auc": metrics["mcct/auc_macro"],

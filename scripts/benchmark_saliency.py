@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             print(f"[seed {seed}] {name} ...", flush=True)
             result, evaluation = train_and_test(stage, seed_dir / name.replace(" ", "_"), overrides, args.reuse)
-            network = evaluation.parser.get_parsed_content("network")
+            network = evaluation.parser.get_parsed_content("validated_network")
             network.eval()
             records = evaluation.parser.get_parsed_content("data#splits").test
             class_names = [str(c) for c in evaluation.parser.get_parsed_content("data#class_names")]

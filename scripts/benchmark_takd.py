@@ -60,7 +60,7 @@ def train_and_test(stage: str, output_dir: Path, overrides: dict[str, Any]) -> d
     start = time.perf_counter()
     workflow = run_workflow(stage_configs(stage), "training", settings)
     seconds = time.perf_counter() - start
-    network = workflow.parser.get_parsed_content("network")
+    network = workflow.parser.get_parsed_content("validated_network")
     run_workflow(stage_configs(stage, "configs/evaluate.json"), "evaluating", settings)
     metrics = json.loads((output_dir / "eval" / "metrics.json").read_text())
     validation = json.loads((output_dir / "metrics.json").read_text())  # the best epoch's, which chose model.pt

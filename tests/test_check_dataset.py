@@ -352,3 +352,19 @@ def test_a_missing_checkpoint_is_the_last_line_too(tmp_path):
                                 "--device", "cpu"], env_extra={"CXR_DISTILL_TRACEBACK_FILE": str(tmp_path / "tb.txt")})
     assert code == 1
     assert lines[-1] == f"error: {tmp_path / 'out' / 'model.pt'}: No such file or directory", lines[-20:]
+
+
+def test_an_evaluation_batch_of_only_unreadable_files_stops_with_a_data_error_naming_one():
+    import torch
+
+    from bundle.engines import CXREvaluator
+
+    batch = {"image": torch.zeros(2, 1, 8, 8), "label": torch.zeros(2, 3),
+             "error": ["/data/a.png: cannot decode image", "/data/b.png: the file is empty"]}
+    network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    evaluator = CXREvaluator(device="cpu", val_data_loader=[batch], network=network, decollate=False)
+    with pytest.raises(CXRDataError) as info:
+        evaluator.run()
+    assert "every image of an evaluation batch was unreadable (2 files; the first: /data/a.png: cannot decode image)" \
+        in str(info.value)
+    assert "scripts/check_dataset.py" in (info.value.advice or "")

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from monai.engines import SupervisedEvaluator
 
+from ..data.errors import CXRDataError
 from ..keys import Keys
 from .trainer import drop_unreadable, flatten_handlers
 
@@ -24,9 +25,13 @@ class CXREvaluator(SupervisedEvaluator):
         super().__init__(*args, **kwargs)
 
     def _iteration(self, engine: CXREvaluator, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
+        errors = [error for error in batchdata.get(Keys.ERROR) or [] if error]
         batchdata = drop_unreadable(batchdata, engine)
-        if batchdata is None:
-            raise ValueError("every image of a validation batch was unreadable; see the warnings above")
+        if batchdata is None:  # nothing to score: say which files, as the data errors elsewhere do
+            first = str(errors[0]) if errors else "unreadable"
+            raise CXRDataError(None, f"every image of an evaluation batch was unreadable ({len(errors)} files; the "
+                                     f"first: {first})", advice="fix or remove these files, or run the data check "
+                                                                "(scripts/check_dataset.py) to list them all")
         output = super()._iteration(engine, batchdata)
         mask = batchdata.get(Keys.LABEL_MASK)
         label = output[Keys.LABEL]

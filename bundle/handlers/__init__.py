@@ -1,6 +1,7 @@
 """Ignite handlers, one concern each."""
 
 from .attention import AttentionMapWriter
+from .averaging import WeightAveraging
 from .checkpoint import ModelSaver, ResumeCheckpoint, save_atomic
 from .figures import EvaluationFigures, ValidationFigures
 from .intervals import ConfidenceIntervals
@@ -30,6 +31,7 @@ __all__ = [
     "SaliencyWriter",
     "SeedEachEpoch",
     "ValidationFigures",
+    "WeightAveraging",
     "epoch_seed",
     "flatten_params",
     "loss_and_terms",

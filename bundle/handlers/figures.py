@@ -20,7 +20,6 @@ Config examples::
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from pathlib import Path
@@ -35,6 +34,7 @@ from ..figures import EvaluationData, figure_to_rgb, roc_figure, saliency_panels
 from ..keys import Keys
 from ..metrics import MultiTaskMetrics
 from ..metrics import probabilities as task_probabilities
+from ..networks.hooks import hookless_copy
 from .saliency import gradients_from_layer, make_cam, unit_range
 
 __all__ = ["EvaluationFigures", "ValidationFigures", "default_saliency_layer"]
@@ -77,16 +77,6 @@ def default_saliency_layer(network: torch.nn.Module) -> str | None:
 
     names = {name for name, _ in unwrap(network).named_modules()}
     return next((entry.saliency_layer for entry in NETWORKS.values() if entry.saliency_layer in names), None)
-
-
-def _hookless_copy(network: torch.nn.Module) -> torch.nn.Module:
-    """An eval-mode copy of the network without its forward hooks: MONAI's CAMs hook the module they are
-    given for good, and the distiller's feature hooks on the trained network must not see these passes."""
-    duplicate = copy.deepcopy(unwrap(network)).eval()
-    for module in duplicate.modules():
-        module._forward_hooks.clear()  # noqa: SLF001: torch keeps hooks only there
-        module._forward_pre_hooks.clear()  # noqa: SLF001
-    return duplicate
 
 
 class ValidationFigures:
@@ -156,7 +146,7 @@ class ValidationFigures:
         layer = self.target_layer or default_saliency_layer(plain)
         if layer is None:
             return None
-        duplicate = _hookless_copy(plain)
+        duplicate = hookless_copy(plain).eval()  # MONAI's CAMs hook the module they are given for good
         cam = make_cam(self.method, duplicate, layer)
         with torch.enable_grad(), gradients_from_layer(duplicate, layer):
             maps = cam(images.to(device)).detach().float().cpu()  # each image's top class
