@@ -15,9 +15,10 @@ scikit-learn's on the same known (unmasked) labels, the AUCs and calibration err
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,14 @@ class EvaluationData:
     mask: np.ndarray
     class_names: list[str]
     task: str
-    threshold: float = 0.5
+    threshold: float | Sequence[float] | Mapping[str, float] = 0.5
     title: str = ""
+
+    def thresholds(self) -> list[float]:
+        """The multi-label decision threshold of each class (one shared number, or per class)."""
+        from .thresholds import class_thresholds
+
+        return class_thresholds(self.threshold, self.class_names)
 
     def classes(self) -> list[ClassOutcomes]:
         """Per class, the known labels and probabilities (multi-class: the rows with a known label, one-vs-rest)."""
@@ -211,12 +218,15 @@ def confusion_figure(data: EvaluationData) -> Figure:
     columns = min(len(classes), 5)
     rows = math.ceil(len(classes) / columns)
     figure = Figure(figsize=(3.2 * columns, 3.2 * rows + 0.5), dpi=100, layout="constrained")
-    figure.suptitle(f"{_title('Per-finding confusion tables', data)} (threshold {data.threshold:g})")
-    for index, outcome in enumerate(classes):
-        predicted = (outcome.probabilities >= data.threshold).astype(int)
+    thresholds = data.thresholds()
+    shared = len(set(thresholds)) == 1
+    figure.suptitle(f"{_title('Per-finding confusion tables', data)} "
+                    f"({f'threshold {thresholds[0]:g}' if shared else 'per-finding thresholds'})")
+    for index, (outcome, threshold) in enumerate(zip(classes, thresholds)):
+        predicted = (outcome.probabilities >= threshold).astype(int)
         counts = confusion_matrix(outcome.labels, predicted, labels=[0, 1])
         _table(figure.add_subplot(rows, columns, index + 1), counts, ["absent", "present"], ["absent", "present"],
-               f"{outcome.name} ({len(outcome.labels)})", 9)
+               f"{outcome.name} ({len(outcome.labels)})" + ("" if shared else f", >= {threshold:.3g}"), 9)
     return figure
 
 
@@ -263,11 +273,14 @@ def figure_to_rgb(figure: Figure) -> np.ndarray:
 
 def write_evaluation_figures(data: EvaluationData, folder: str | os.PathLike, prefix: str = "") -> list[Path]:
     """``roc.png``, ``precision_recall.png``, ``confusion_matrix.png`` (multi-class) or ``confusion_tables.png``
-    (multi-label) and ``reliability.png`` under ``folder`` (each name after ``prefix``)."""
+    (multi-label; with per-class thresholds also ``confusion_tables_at_0.5.png``) and ``reliability.png`` under
+    ``folder`` (each name after ``prefix``)."""
     folder = Path(folder)
     confusion = "confusion_matrix" if data.task == "multiclass" else "confusion_tables"
     figures = {"roc": roc_figure, "precision_recall": precision_recall_figure, confusion: confusion_figure,
                "reliability": reliability_figure}
+    if data.task == "multilabel" and set(data.thresholds()) != {0.5}:  # the tables at 0.5 too, for comparison
+        figures["confusion_tables_at_0.5"] = lambda d: confusion_figure(dataclasses.replace(d, threshold=0.5))
     return [save_figure(draw(data), folder / f"{prefix}{name}.png") for name, draw in figures.items()]
 
 
@@ -290,10 +303,14 @@ def _upsampled(saliency: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def _blend(image: np.ndarray, saliency: np.ndarray, cmap: str = "jet") -> np.ndarray:
     """Grey image with the map's colours laid over it in proportion to the map (alpha = map / 2):
     where the map is 0 the radiograph shows unchanged."""
-    grey = np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=2)
+    grey = np.repeat(np.clip(np.asarray(image, dtype=np.float64), 0, 1)[..., None], 3, axis=2)
+    saliency = np.clip(np.asarray(saliency, dtype=np.float64), 0, 1)
     colour = colormaps[cmap](saliency)[..., :3]
     alpha = 0.5 * saliency[..., None]
-    return (1 - alpha) * grey + alpha * colour
+    # grey + alpha * (colour - grey), not (1 - alpha) * grey + alpha * colour: the two weights of the latter,
+    # rounded apart (1 - alpha was float32), summed to more than 1 (1.0000000260 on white), and matplotlib
+    # clipped every such overlay with a warning; this form stays between grey and colour, so within [0, 1]
+    return grey + alpha * (colour - grey)
 
 
 def saliency_overlay(image: np.ndarray, saliency: np.ndarray, label: str, colorbar_label: str = "Grad-CAM",

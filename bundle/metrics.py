@@ -33,6 +33,7 @@ from sklearn.metrics import (
 
 from .console import progress as progress_bar
 from .keys import Keys
+from .thresholds import class_thresholds
 
 __all__ = ["bootstrap_intervals", "calibration_bins", "classification_metrics", "expected_calibration_error", "ClassificationMetrics", "MultiTaskMetrics", "probabilities"]
 
@@ -84,8 +85,9 @@ def classification_metrics(
     mask: np.ndarray | None,
     task: str,
     class_names: Sequence[str],
-    threshold: float = 0.5,
+    threshold: float | Sequence[float] | Mapping[str, float] = 0.5,
     details: bool = True,
+    compare_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Per-class and macro metrics of one evaluation.
 
@@ -95,9 +97,14 @@ def classification_metrics(
         mask: (N, C), 1 where the label is known; None = all known.
         task: ``"multilabel"`` or ``"multiclass"``.
         class_names: the C class names, used as keys.
-        threshold: decision threshold for multi-label predictions.
+        threshold: decision threshold of multi-label predictions: one for every class, a list in class order,
+            or ``{class: threshold}`` (the per-class thresholds of :mod:`bundle.thresholds`).
         details: also the confusion matrices and the text report (False: scalars only, for
             the many recomputations of a bootstrap).
+        compare_threshold: multi-label, when the thresholds are not all this value: the threshold-dependent
+            metrics at it too, for comparison: ``at<t>/accuracy``, ``at<t>/precision_macro``,
+            ``at<t>/recall_macro``, ``at<t>/f1_macro``, ``at<t>/f1/<class>`` ... (e.g. ``at0.5/f1_macro``),
+            ``confusion_matrix_compare`` and a second table in the report.
 
     Returns:
         ``{"scalars": {...}, "confusion_matrix": ..., "report": str}`` where
@@ -113,26 +120,23 @@ def classification_metrics(
     mask = np.ones_like(labels) if mask is None else np.asarray(mask, dtype=np.float64)
     names = list(class_names)
     scalars: dict[str, float] = {}
+    compared = None
+    thresholds: list[float] = []
     if task == "multilabel":
-        aucs, accs, prec, rec, f1, support, eces = [], [], [], [], [], [], []
-        confusion = {}
-        for c, name in enumerate(names):
+        thresholds = class_thresholds(threshold, names)
+        aucs, eces = [], []
+        for c in range(len(names)):
             known = mask[:, c] > 0
-            y, p = labels[known, c].astype(int), probs[known, c]
-            pred = (p >= threshold).astype(int)
-            aucs.append(_auc(y, p))
-            eces.append(expected_calibration_error(y, p))
-            accs.append(float(accuracy_score(y, pred)) if known.any() else math.nan)
-            pc, rc, fc, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
-            prec.append(float(pc)), rec.append(float(rc)), f1.append(float(fc)), support.append(int(y.sum()))
-            if details:
-                confusion[name] = confusion_matrix(y, pred, labels=[0, 1]).tolist()
-        # sklearn's text report cannot skip unknown labels per class: same layout, masked numbers
-        width = max(len(n) for n in names)
-        rows = [f"{'':>{width}}  precision    recall  f1-score   support"]
-        rows += [f"{n:>{width}}  {a:9.2f} {b:9.2f} {c:9.2f} {s:9d}" for n, a, b, c, s in zip(names, prec, rec, f1, support)]
-        report = "\n".join(rows) + "\n"
+            aucs.append(_auc(labels[known, c].astype(int), probs[known, c]))
+            eces.append(expected_calibration_error(labels[known, c].astype(int), probs[known, c]))
+        accs, prec, rec, f1, support, confusion = _thresholded(labels, probs, mask, names, thresholds, details)
+        report = _multilabel_table(names, prec, rec, f1, support, thresholds)
         accuracy = _nanmean(accs)  # mean per-finding accuracy over known labels
+        if compare_threshold is not None and any(t != compare_threshold for t in thresholds):
+            compared = _thresholded(labels, probs, mask, names, [float(compare_threshold)] * len(names), details)
+            if details:
+                report += (f"\nat threshold {compare_threshold:g} for every finding, for comparison\n"
+                           + _multilabel_table(names, *compared[1:5]))
     else:
         known = mask.min(axis=1) > 0
         y, p = labels[known].argmax(axis=1), probs[known]
@@ -164,7 +168,50 @@ def classification_metrics(
         scalars[f"recall/{name}"] = rc
         scalars[f"f1/{name}"] = fc
         scalars[f"ece/{name}"] = ece
-    return {"scalars": scalars, "confusion_matrix": confusion, "report": report, "num_samples": int(len(labels))}
+    result = {"scalars": scalars, "confusion_matrix": confusion, "report": report, "num_samples": int(len(labels))}
+    if task == "multilabel":
+        result["thresholds"] = dict(zip(names, thresholds))
+    if compared is not None:
+        prefix = f"at{compare_threshold:g}/"
+        accs, prec, rec, f1, _, compared_confusion = compared
+        scalars[f"{prefix}accuracy"] = _nanmean(accs)
+        for key, values in (("precision", prec), ("recall", rec), ("f1", f1)):
+            scalars[f"{prefix}{key}_macro"] = _nanmean(values)
+            scalars.update({f"{prefix}{key}/{name}": value for name, value in zip(names, values)})
+        result["compare_threshold"] = float(compare_threshold)
+        result["confusion_matrix_compare"] = compared_confusion
+    return result
+
+
+def _thresholded(labels: np.ndarray, probs: np.ndarray, mask: np.ndarray, names: Sequence[str],
+                 thresholds: Sequence[float], details: bool) -> tuple[list, list, list, list, list, dict | None]:
+    """Multi-label, per class at its threshold: accuracy, precision, recall, F1, support and (``details``) the
+    2 x 2 confusion table ``[[TN, FP], [FN, TP]]``, over the known labels."""
+    accs, prec, rec, f1, support = [], [], [], [], []
+    confusion: dict[str, Any] | None = {} if details else None
+    for c, name in enumerate(names):
+        known = mask[:, c] > 0
+        y, p = labels[known, c].astype(int), probs[known, c]
+        pred = (p >= thresholds[c]).astype(int)
+        accs.append(float(accuracy_score(y, pred)) if known.any() else math.nan)
+        pc, rc, fc, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
+        prec.append(float(pc)), rec.append(float(rc)), f1.append(float(fc)), support.append(int(y.sum()))
+        if confusion is not None:
+            confusion[name] = confusion_matrix(y, pred, labels=[0, 1]).tolist()
+    return accs, prec, rec, f1, support, confusion
+
+
+def _multilabel_table(names: Sequence[str], prec: Sequence[float], rec: Sequence[float], f1: Sequence[float],
+                      support: Sequence[int], thresholds: Sequence[float] | None = None) -> str:
+    """sklearn's report layout (which cannot skip unknown labels per class), with the masked numbers; a
+    threshold column when the classes have their own thresholds."""
+    width = max(len(n) for n in names)
+    per_class = thresholds is not None and len(set(thresholds)) > 1
+    rows = [f"{'':>{width}}  precision    recall  f1-score   support" + ("  threshold" if per_class else "")]
+    for index, (n, a, b, c, s) in enumerate(zip(names, prec, rec, f1, support)):
+        rows.append(f"{n:>{width}}  {a:9.2f} {b:9.2f} {c:9.2f} {s:9d}"
+                    + (f"  {thresholds[index]:9.3g}" if per_class else ""))
+    return "\n".join(rows) + "\n"
 
 
 def bootstrap_intervals(
@@ -215,6 +262,10 @@ class ClassificationMetrics(Metric):
     other scalars land in ``engine.state.metrics`` beside it, and the full report
     (confusion matrix, text report) in ``engine.state.classification_report``.
 
+    ``threshold``: multi-label decision threshold(s), one number or per class (``configs/evaluate.json`` passes
+    the checkpoint's, :func:`bundle.thresholds.checkpoint_thresholds`); ``compare_threshold``: where they
+    differ from it, the threshold-dependent metrics at it too (``at0.5/f1_macro`` ...).
+
     Config example::
 
         "key_val_metric": {"auc_macro": {"_target_": "bundle.metrics.ClassificationMetrics",
@@ -226,11 +277,15 @@ class ClassificationMetrics(Metric):
         task: str,
         class_names: Sequence[str],
         key: str = "auc_macro",
-        threshold: float = 0.5,
+        threshold: float | Sequence[float] | Mapping[str, float] = 0.5,
         output_transform: Callable = _from_output,
         device: str | torch.device = "cpu",
+        compare_threshold: float | None = 0.5,
     ) -> None:
         self.task, self.class_names, self.key, self.threshold = task, list(class_names), key, threshold
+        self.compare_threshold = compare_threshold
+        if task == "multilabel":
+            class_thresholds(threshold, self.class_names)  # a misfit threshold fails here, not after the evaluation
         super().__init__(output_transform=output_transform, device=device)
 
     @reinit__is_reduced
@@ -269,7 +324,7 @@ class ClassificationMetrics(Metric):
         draw); ``details=False``: scalars only (see :func:`classification_metrics`)."""
         logits, labels, mask = self._gathered(rows)
         return classification_metrics(labels, probabilities(logits, self.task), mask, self.task, self.class_names,
-                                      self.threshold, details)
+                                      self.threshold, details, self.compare_threshold)
 
     def compute(self) -> float:
         return self.report()["scalars"][self.key]

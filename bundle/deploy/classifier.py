@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from bundle.data.errors import CXRDataError
+from bundle.thresholds import positive_classes
 
 from .dicom_input import ChestRadiograph
 from .model import BundleModel
@@ -36,7 +37,7 @@ def classify(model: BundleModel, radiograph: ChestRadiograph) -> Classification:
 
     Bundle preprocessing on ``{"image": array}``, the network, then the bundle's
     postprocessing (sigmoid or softmax) on ``{"pred": logits}``. Findings are "positive" at
-    ``probability >= threshold`` (multi-label) or the arg-max class (multi-class), as the
+    ``probability >= its class's threshold`` (multi-label: the bundle's ``threshold``, per class) or the arg-max class (multi-class), as the
     bundle's ``PredictionWriter`` decides.
     """
     sample = model.preprocessing({"image": radiograph.image, "filename": str(radiograph.path)})
@@ -59,6 +60,6 @@ def classify(model: BundleModel, radiograph: ChestRadiograph) -> Classification:
     if model.task == "multiclass":
         positive = [max(probabilities, key=probabilities.__getitem__)]
     else:
-        positive = [name for name, p in probabilities.items() if p >= model.threshold]
+        positive = positive_classes(values, model.class_names, model.threshold)
     return Classification(radiograph=radiograph, probabilities=probabilities, positive=positive, network_input=image,
                           saliency_maps=maps)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from bundle.checkpoints import load_weights
+from bundle.thresholds import class_thresholds
 
 __all__ = ["BundleModel", "load_bundle"]
 
@@ -34,7 +35,7 @@ class BundleModel:
     postprocessing: Any
     class_names: list[str]
     task: str
-    threshold: float
+    threshold: list[float]  # multi-label decision threshold of each class (bundle.thresholds)
     device: torch.device
     amp: bool
     require_chest: bool
@@ -137,7 +138,7 @@ def load_bundle(model: str | os.PathLike, device: str | torch.device | None = No
     return BundleModel(
         bundle_root=root, checkpoint=checkpoint, network=network, preprocessing=get("preprocessing"),
         postprocessing=get("postprocessing"), class_names=[str(c) for c in get("class_names")], task=get("task"),
-        threshold=float(get("threshold")), device=torch_device, amp=bool(get("amp")),
+        threshold=class_thresholds(get("threshold"), [str(c) for c in get("class_names")]), device=torch_device, amp=bool(get("amp")),
         require_chest=bool(get("require_chest")), saliency_enabled=bool(get("saliency_enabled")),
         saliency_method=get("saliency_method"), saliency_layer=get("saliency_layer"),
         image_size=int(get("image_size")), metadata=metadata)

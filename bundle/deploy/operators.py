@@ -43,6 +43,7 @@ from pathlib import Path
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from bundle.data.errors import CXRDataError
+from bundle.thresholds import describe
 
 from .classifier import Classification, classify
 from .dicom_input import read_chest_radiograph, scan_input
@@ -118,8 +119,8 @@ class ChestClassifierOperator(Operator):
 
     def compute(self, op_input, op_output, context) -> None:
         result = classify(self.model, op_input.receive("radiograph"))
-        logger.info("probabilities %s; positive at %g: %s", {k: round(v, 4) for k, v in result.probabilities.items()},
-                    self.model.threshold, result.positive or "none")
+        logger.info("probabilities %s; positive at %s: %s", {k: round(v, 4) for k, v in result.probabilities.items()},
+                    describe(self.model.threshold, self.model.class_names), result.positive or "none")
         op_output.emit(result, "classification")
 
 

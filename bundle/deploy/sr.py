@@ -10,7 +10,7 @@ the IHE AI Results profile) keeps one measurement group per class with:
   not mapped to SNOMED CT, which would be a clinical claim);
 * the probability: (122157, DCM, "Probability"), unit (1, UCUM, "no units");
 * a qualitative evaluation "Present" (52101004, SCT) or "Absent" (272519000, SCT) at the
-  bundle's threshold;
+  class's threshold (the bundle's, chosen per class on the validation split: :mod:`bundle.thresholds`);
 * the algorithm (name, version, network, threshold) and the source image (SOP Class and
   Instance UIDs) it was computed from.
 
@@ -26,6 +26,8 @@ import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from bundle.thresholds import describe
 
 from .classifier import Classification
 from .model import BundleModel
@@ -61,7 +63,7 @@ def build_structured_report(model: BundleModel, result: Classification) -> pydic
     source = result.radiograph.header
     algorithm = hd.sr.AlgorithmIdentification(
         name=model.name, version=model.version or "unknown",
-        parameters=[f"network={model.network_name}", f"threshold={model.threshold:g}", f"task={model.task}"])
+        parameters=[f"network={model.network_name}", f"threshold={describe(model.threshold, model.class_names)}", f"task={model.task}"])
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

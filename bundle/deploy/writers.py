@@ -76,7 +76,8 @@ def classification_record(model: BundleModel, result: Classification, sr_file: s
             "image_size": model.image_size,
         },
         "task": model.task,
-        "threshold": model.threshold,
+        "threshold": model.threshold[0] if len(set(model.threshold)) == 1 else None,  # one for every class
+        "thresholds": dict(zip(model.class_names, model.threshold)),
         "class_names": list(model.class_names),
         "probabilities": dict(result.probabilities),
         "positive_findings": list(result.positive),

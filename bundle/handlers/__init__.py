@@ -13,11 +13,13 @@ from .progress import LossProgressBar
 from .run_log import RunLogFile
 from .saliency import SaliencyWriter, saliency_targets
 from .seeding import SeedEachEpoch, epoch_seed
+from .thresholds import DecisionThresholds
 from .tracking import flatten_params, tracking_artifacts, tracking_run_name
 
 __all__ = [
     "AttentionMapWriter",
     "ConfidenceIntervals",
+    "DecisionThresholds",
     "EvaluationFigures",
     "LossProgressBar",
     "LossTermMeans",

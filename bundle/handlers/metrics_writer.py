@@ -35,6 +35,12 @@ class MetricsJSONWriter:
     and the text classification report to ``<output_dir>/<report_filename>`` (with the bootstrap
     intervals of :class:`~bundle.handlers.ConfidenceIntervals` when the evaluation has them).
 
+    Multi-label: ``thresholds_used`` (the decision threshold of each class behind precision, recall, F1 and
+    the 2 x 2 ``confusion_matrix``), and where those are not 0.5, ``confusion_matrix_compare`` at
+    ``compare_threshold`` (0.5; its scalars are ``at0.5/...``); in training, the thresholds chosen for the
+    best model (``thresholds``, ``threshold_rule``, ``min_sensitivity``, ``thresholds_file``:
+    :class:`~bundle.handlers.DecisionThresholds`).
+
     Args:
         output_dir: folder for the files.
         filename: JSON file name.
@@ -68,6 +74,17 @@ class MetricsJSONWriter:
         content.update(self.extra)
         content["confusion_matrix"] = report.get("confusion_matrix")
         content["num_samples"] = report.get("num_samples")
+        if report.get("thresholds") is not None:  # multi-label: the decision threshold of each class
+            content["thresholds_used"] = report["thresholds"]
+        if report.get("confusion_matrix_compare") is not None:  # the same tables at 0.5, for comparison
+            content["compare_threshold"] = report["compare_threshold"]
+            content["confusion_matrix_compare"] = report["confusion_matrix_compare"]
+        chosen = getattr(state, "decision_thresholds", None)  # bundle.handlers.DecisionThresholds (training)
+        if chosen:
+            content["thresholds"] = chosen["thresholds"]
+            content["threshold_rule"] = chosen["rule"]
+            content["min_sensitivity"] = chosen["min_sensitivity"]
+            content["thresholds_file"] = chosen["file"]
         if self.only_best:
             content["epoch"] = state.epoch  # a validator's epoch is its trainer's
         write_json_atomic(self.output_dir / self.filename, content)

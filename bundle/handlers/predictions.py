@@ -6,11 +6,13 @@ import csv
 import io
 import os
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 
+from ..thresholds import class_thresholds, positive_classes
 from .metrics_writer import write_json_atomic, write_text_atomic
 
 __all__ = ["PredictionWriter"]
@@ -30,22 +32,26 @@ class PredictionWriter:
     * ``predictions.json``: ``[{"image", "status", "predicted", "probabilities": {class: p}, "error"}]``
 
     ``predicted`` is the arg-max class (multi-class) or the classes at or above
-    ``threshold`` joined by ``;`` (multi-label). Unreadable inputs have status
+    their threshold joined by ``;`` (multi-label). Unreadable inputs have status
     ``error``, empty probabilities and the problem in ``error``.
 
     Args:
         output_dir: folder of the two files.
         class_names: one name per output channel.
         task: ``"multilabel"`` or ``"multiclass"``.
-        threshold: multi-label decision threshold.
+        threshold: multi-label decision threshold: one for every class, a list in class order, or
+            ``{class: threshold}`` (``configs/inference.json``: the checkpoint's own, chosen on the
+            validation split, :func:`bundle.thresholds.checkpoint_thresholds`).
     """
 
     def __init__(self, output_dir: str | os.PathLike, class_names: list[str], task: str = "multilabel",
-                 threshold: float = 0.5, filename_key: str = "filename", error_key: str = "error") -> None:
+                 threshold: float | Sequence[float] | Mapping[str, float] = 0.5, filename_key: str = "filename",
+                 error_key: str = "error") -> None:
         if task not in ("multilabel", "multiclass"):
             raise ValueError(f"task must be 'multilabel' or 'multiclass', got {task!r}")
         self.output_dir = Path(output_dir)
-        self.class_names, self.task, self.threshold = list(class_names), task, float(threshold)
+        self.class_names, self.task = list(class_names), task
+        self.thresholds = class_thresholds(threshold, self.class_names)
         self.filename_key, self.error_key = filename_key, error_key
         self.rows: list[dict[str, Any]] = []
 
@@ -69,7 +75,7 @@ class PredictionWriter:
     def predicted(self, probabilities: list[float]) -> list[str]:
         if self.task == "multiclass":
             return [self.class_names[max(range(len(probabilities)), key=probabilities.__getitem__)]]
-        return [name for name, p in zip(self.class_names, probabilities) if p >= self.threshold]
+        return positive_classes(probabilities, self.class_names, self.thresholds)
 
     def collect(self, engine: Engine) -> None:
         for sample, output in zip(engine.state.batch, engine.state.output):

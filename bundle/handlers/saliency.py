@@ -22,7 +22,7 @@ that share a stem or a UID prefix, not two classes of one image; the same file n
 folder gets ``_2``, ``_3`` ... (``maps.csv`` says which is which).
 
 Explained classes: the predicted class (multi-class), or the findings at or above
-``threshold`` (multi-label; the most probable one if none is), at most
+their threshold (multi-label; the most probable one if none is), at most
 ``max_classes`` per image. Each class needs one backward pass over the batch.
 :meth:`SaliencyWriter.explain` without probabilities predicts and explains the top class in one
 forward pass (the single-image, real-time path of the deploy app).
@@ -41,7 +41,7 @@ import io
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ from ..data.io import load_cxr
 from ..figures import saliency_overlay, save_figure
 from ..keys import Keys
 from ..metrics import probabilities as task_probabilities
+from ..thresholds import class_thresholds
 
 __all__ = ["SaliencyWriter", "class_tokens", "make_cam", "output_name", "read_original", "unit_range", "saliency_targets",
            "write_overlay", "gradients_from_layer"]
@@ -102,13 +103,15 @@ def make_cam(method: str, network: torch.nn.Module, target_layer: str) -> GradCA
     return cam
 
 
-def saliency_targets(probabilities: torch.Tensor, task: str, threshold: float = 0.5, max_classes: int = 3
-                     ) -> list[list[int]]:
-    """Per sample, the class indices to explain (see the module docstring)."""
+def saliency_targets(probabilities: torch.Tensor, task: str, threshold: float | Sequence[float] = 0.5,
+                     max_classes: int = 3) -> list[list[int]]:
+    """Per sample, the class indices to explain (see the module docstring); ``threshold``: one for every class
+    or one per class (in class order)."""
     targets = []
     for p in probabilities:
+        thresholds = [float(threshold)] * len(p) if np.ndim(threshold) == 0 else [float(t) for t in threshold]
         order = torch.argsort(p, descending=True).tolist()
-        chosen = order[:1] if task == "multiclass" else ([k for k in order if p[k] >= threshold] or order[:1])
+        chosen = order[:1] if task == "multiclass" else ([k for k in order if p[k] >= thresholds[k]] or order[:1])
         targets.append(chosen[:max_classes])
     return targets
 
@@ -205,14 +208,15 @@ class SaliencyWriter:
         class_names: class names (used in file names).
         task: ``"multilabel"`` or ``"multiclass"``.
         method: ``"gradcam"`` or ``"gradcampp"``.
-        threshold, max_classes: which classes to explain (see :func:`saliency_targets`).
+        threshold, max_classes: which classes to explain (see :func:`saliency_targets`); ``threshold`` one
+            number, or per class as :class:`~bundle.handlers.PredictionWriter` takes it.
         overlay: also write the PNG overlay (on the radiograph read again at full resolution).
         enabled: False: attach nothing and place no hooks (``--saliency_enabled false``).
     """
 
     def __init__(self, network: torch.nn.Module, target_layer: str, output_dir: str | os.PathLike,
-                 class_names: list[str], task: str = "multilabel", method: str = "gradcam", threshold: float = 0.5,
-                 max_classes: int = 3, overlay: bool = True, filename_key: str = "filename",
+                 class_names: list[str], task: str = "multilabel", method: str = "gradcam",
+                 threshold: float | Sequence[float] | Mapping[str, float] = 0.5, max_classes: int = 3, overlay: bool = True, filename_key: str = "filename",
                  error_key: str = "error", enabled: bool = True) -> None:
         self.enabled = bool(enabled)
         if method not in METHODS:
@@ -223,7 +227,8 @@ class SaliencyWriter:
         self.cam = make_cam(method, network, target_layer) if self.enabled else None
         self.network, self.target_layer = network, target_layer
         self.output_dir = Path(output_dir) / "saliency"
-        self.class_names, self.task, self.threshold, self.max_classes = list(class_names), task, threshold, max_classes
+        self.class_names, self.task, self.max_classes = list(class_names), task, max_classes
+        self.threshold = class_thresholds(threshold, self.class_names)  # one per class
         self.overlay, self.filename_key, self.error_key = overlay, filename_key, error_key
         self.written: list[Path] = []
         self.maps: list[dict[str, str]] = []  # one row per input and explained class: image, class, map, overlay
