@@ -13,6 +13,7 @@ from .progress import LossProgressBar
 from .run_log import RunLogFile
 from .saliency import SaliencyWriter, saliency_targets
 from .seeding import SeedEachEpoch, epoch_seed
+from .summary import EvaluationSummary, InferenceSummary, TrainingSummary
 from .thresholds import DecisionThresholds
 from .tracking import flatten_params, tracking_artifacts, tracking_run_name
 
@@ -21,6 +22,8 @@ __all__ = [
     "ConfidenceIntervals",
     "DecisionThresholds",
     "EvaluationFigures",
+    "EvaluationSummary",
+    "InferenceSummary",
     "LossProgressBar",
     "LossTermMeans",
     "MetricsJSONWriter",
@@ -32,6 +35,7 @@ __all__ = [
     "RunLogFile",
     "SaliencyWriter",
     "SeedEachEpoch",
+    "TrainingSummary",
     "ValidationFigures",
     "WeightAveraging",
     "epoch_seed",
