@@ -30,7 +30,7 @@ from types import TracebackType
 
 from .checkpoints import CheckpointError
 from .data.errors import CXRDataError
-from .data.io import LOAD_ADVICE
+from .data.io import load_advice
 
 __all__ = ["data_error_in", "install", "report_uncaught", "TRACEBACK_ENV", "TRACEBACK_FILE_ENV"]
 
@@ -68,7 +68,7 @@ def _from_worker(error: BaseException) -> CXRDataError | None:
     if not _WORKER_ERROR.match(text):
         return None
     found = _WORKER_DATA_ERROR.findall(text)
-    return CXRDataError(None, found[-1].strip(), advice=LOAD_ADVICE) if found else None
+    return CXRDataError(None, found[-1].strip(), advice=load_advice()) if found else None
 
 
 def _message(error: CXRDataError | CheckpointError | OSError) -> str:
@@ -119,7 +119,7 @@ def report_uncaught(kind: type[BaseException], error: BaseException, trace: Trac
     stream.write(f"error: {_message(data_error)}\n")
     advice = getattr(data_error, "advice", None)
     if advice is None and isinstance(data_error, CXRDataError) and _WORKER_ERROR.match(data_error.problem or ""):
-        advice = LOAD_ADVICE  # a worker's error comes back without its attributes: it was the loader's
+        advice = load_advice()  # a worker's error comes back without its attributes: it was the loader's
     if advice:
         stream.write(f"{advice}\n")
     stream.flush()

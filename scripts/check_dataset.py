@@ -9,7 +9,9 @@ label vectors of the wrong length or with values other than 0/1, and (``--mode f
 the default) every image decoded by the same loader training uses (truncated PNG/JPEG,
 DICOM without pixel data or without a decoder, a DICOM whose pixel data does not match
 its header or that is not a chest radiograph, constant images, too small images ...).
-Missing images are listed with the rest, not instead of them::
+Missing images are listed with the rest, not instead of them. It also warns (without failing) about
+class names that are near-duplicates of each other (``pnuemonia`` beside ``pneumonia``; case, spaces,
+underscores) and classes with fewer than ``--min_class_images`` (5) positive images, naming their rows::
 
     python scripts/check_dataset.py --dataset cxr3 --dataset_dir ../shared/data/cxr3
     python scripts/check_dataset.py --dataset csv --dataset_dir labels.csv \\
@@ -32,7 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundle.data import CXRDataError, load_splits  # noqa: E402
-from bundle.data.check import CHECK_MODES, find_split_problems, problem_kinds, write_problems_csv  # noqa: E402
+from bundle.data.check import (  # noqa: E402
+    CHECK_MODES, MIN_CLASS_IMAGES, class_warnings, find_split_problems, problem_kinds, write_problems_csv,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_images", type=int, default=None)
     parser.add_argument("--cache_dir", default=None, help="where synthetic data is generated")
     parser.add_argument("--report", default=None, help="write every problem to this CSV")
+    parser.add_argument("--min_class_images", type=int, default=MIN_CLASS_IMAGES,
+                        help="warn about classes with fewer positive images than this")
     args = parser.parse_args(argv)
 
     try:
@@ -64,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     print(f"{args.dataset}: {splits.summary()}")
+    warnings = class_warnings(splits, args.min_class_images)
+    for warning in warnings:
+        print(f"warning: {warning}")
     problems = find_split_problems(splits, args.mode, not args.allow_non_chest, args.min_size)
     for split, index, problem in problems:
         print(f"[{split} #{index}] {problem}")
@@ -82,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         print("training would stop at its data check: fix or remove these records, or train with "
               "--skip_bad_records true to leave them out")
         return 1
-    print("no problems: training can start")
+    if warnings:
+        print(f"no problems: training can start, but read the {len(warnings)} warning(s) about the classes above")
+    else:
+        print("no problems: training can start")
     return 0
 
 

@@ -7,7 +7,9 @@
 
 writes ``<out>/<name>/`` (configs, ``models/model.pt`` and ``model.ts`` [and ``model.onnx``], the
 model card ``docs/README.md``, ``docs/data_license.txt``, ``LICENSE``, ``large_files.yml``, the
-``bundle`` code) and ``<out>/<name>_v<version>.zip``. The TorchScript (and ONNX) exports are made
+``bundle`` code) and ``<out>/<name>_v<version>.zip``. A multi-label checkpoint's per-class decision thresholds
+(``model.thresholds.json`` beside ``model.pt``, chosen on the validation split at the end of training)
+become the exported ``configs/inference.json``'s ``threshold``. The TorchScript (and ONNX) exports are made
 with MONAI's ``ckpt_export`` / ``onnx_export`` and compared with the PyTorch network. ``metadata.json``
 is validated against MONAI's bundle schema when it can be had: ``--schema FILE``, a copy beside the
 project's test data or in ``~/.cache/cxr-distill/``, else MONAI's own download into that cache; when
@@ -28,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundle.export import DEFAULT_NAME, ExportError, _parse_value, export_bundle  # noqa: E402
+from bundle.handlers.summary import python_command, shell_quote  # noqa: E402
+from bundle.thresholds import describe, thresholds_path  # noqa: E402
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -81,6 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zip:    {result.zip_path}")
     for kind, difference in result.agreement.items():
         print(f"{kind} vs PyTorch: max |difference| of the logits = {difference:.3g}")
+    if result.thresholds is not None:
+        print(f"decision thresholds (configs/inference.json): {describe(result.thresholds, list(result.thresholds))}")
+    else:
+        print(f"no per-class decision thresholds with {args.ckpt} (no {thresholds_path(args.ckpt).name}): "
+              "the bundle cuts every finding at its configs/inference.json threshold")
+    print(f"cxr-distill: exported {result.bundle_dir}" + (f" and {result.zip_path}" if result.zip_path else "")
+          + "; next, run it on a chest DICOM: " + " ".join(shell_quote(w) for w in [
+              python_command(), "-m", "bundle.deploy", "-i", "path/to/image.dcm", "-o", "outputs/deploy", "-m",
+              str(result.bundle_dir)])
+          + f" (or serve it to MONAI Label: {python_command()} scripts/monailabel_server.py --bundle "
+          + shell_quote(str(result.bundle_dir)) + ")")
     if "classification" not in args.name:
         print("note: MONAI Label's monaibundle app treats a bundle whose name lacks 'classification' as "
               "segmentation", file=sys.stderr)

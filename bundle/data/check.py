@@ -29,14 +29,118 @@ import numpy as np
 
 from ..keys import Keys
 from .errors import CXRDataError, DataProblem
-from .io import IMAGE_EXTENSIONS, array_to_cxr, image_format, load_cxr, path_problem
+from ..console import process_rank
+from .io import IMAGE_EXTENSIONS, array_to_cxr, image_format, load_cxr, path_problem, set_load_advice
 
-__all__ = ["check_records", "check_splits", "find_split_problems", "write_problems_csv", "SkippedRecordsLog",
-           "CHECK_MODES", "REPORT_COLUMNS"]
+__all__ = ["check_records", "check_splits", "class_warnings", "find_split_problems", "full_check_advice",
+           "write_problems_csv", "SkippedRecordsLog", "CHECK_MODES", "MIN_CLASS_IMAGES", "REPORT_COLUMNS"]
 
 CHECK_MODES = ("off", "quick", "full")
 REPORT_COLUMNS = ["split", "index", "file", "problem"]
+MIN_CLASS_IMAGES = 5  # fewer positive images than this: a class nothing can be learnt or measured on
 logger = logging.getLogger(__name__)
+
+
+def _osa_distance(a: str, b: str) -> int:
+    """Edit distance with adjacent transpositions (optimal string alignment): ``pnuemonia`` -> ``pneumonia`` is 1."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def _folded(name: str) -> str:
+    return " ".join(str(name).replace("_", " ").replace("-", " ").lower().split())
+
+
+def _near_duplicate(a: str, b: str) -> str | None:
+    """Why two class names look like one class written twice, or None."""
+    if _folded(a) == _folded(b):
+        return "differ only in case, spaces, underscores or hyphens"
+    distance = _osa_distance(_folded(a), _folded(b))
+    allowed = 1 if min(len(a), len(b)) < 10 else 2  # short names: one typo; longer ones: two
+    if min(len(a), len(b)) >= 4 and distance <= allowed:
+        return f"differ by {distance} edit{'s' if distance > 1 else ''} (a typo?)"
+    return None
+
+
+def _class_rows(splits: Any, task: str) -> tuple[dict[int, list[tuple[str, int, Any]]], list[int]]:
+    """Per class index, its positive records as ``(split, index, image)``, and the count of each class."""
+    num_classes = splits.num_classes
+    rows: dict[int, list[tuple[str, int, Any]]] = {c: [] for c in range(num_classes)}
+    for name in ("train", "validation", "test"):
+        for index, record in enumerate(getattr(splits, name)):
+            label = np.asarray(record.get("label", []), dtype=np.float64)
+            mask = np.asarray(record.get("label_mask", np.ones_like(label)), dtype=np.float64)
+            if label.shape != (num_classes,):
+                continue  # the record check reports it
+            known = label * (mask if mask.shape == label.shape else 1.0)
+            positive = [int(np.argmax(label))] if task == "multiclass" and label.any() else np.flatnonzero(known > 0)
+            for c in positive:
+                rows[int(c)].append((name, index, record.get("image")))
+    return rows, [len(rows[c]) for c in range(num_classes)]
+
+
+def _where(entries: Sequence[tuple[str, int, Any]], show: int = 5) -> str:
+    described = [f"[{split} #{index}] {image if isinstance(image, (str, os.PathLike)) else 'in-memory image'}"
+                 for split, index, image in entries[:show]]
+    return "; ".join(described) + (f"; ... and {len(entries) - show} more" if len(entries) > show else "")
+
+
+def class_warnings(splits: Any, min_images: int = MIN_CLASS_IMAGES) -> list[str]:
+    """Warnings about the classes of a data set that look like mistakes in its label file, with their rows:
+
+    * two class names that are near-duplicates of each other (the same but for case, spaces, underscores or
+      hyphens, or one or two edits apart: ``pnuemonia`` beside ``pneumonia``), which a reader takes for two
+      classes; the rows of the rarer one are named;
+    * a class with fewer than ``min_images`` positive images over all splits: too few to learn it, and its
+      AUC and decision threshold on validation and test are undefined or noise.
+    """
+    names = [str(c) for c in splits.class_names]
+    rows, counts = _class_rows(splits, getattr(splits, "task", "multilabel"))
+    warnings_found = []
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            why = _near_duplicate(names[i], names[j])
+            if why is None:
+                continue
+            rare, common = (i, j) if counts[i] <= counts[j] else (j, i)
+            warnings_found.append(
+                f"class names {names[rare]!r} ({counts[rare]} image{'s' if counts[rare] != 1 else ''}) and "
+                f"{names[common]!r} ({counts[common]} images) {why}: if they are one class, correct the label file; "
+                f"rows of {names[rare]!r}: {_where(rows[rare])}")
+    for c, name in enumerate(names):
+        if counts[c] < min_images:
+            warnings_found.append(
+                f"class {name!r} has {counts[c]} positive image{'s' if counts[c] != 1 else ''} (fewer than "
+                f"{min_images}): too few to learn it or to measure it"
+                + (f"; its rows: {_where(rows[c])}" if rows[c] else ""))
+    return warnings_found
+
+
+def full_check_advice(dataset: str | None, dataset_dir: str | os.PathLike | None,
+                      options: dict[str, Any] | None = None, check_data: str = "quick") -> str:
+    """What to do about an image that fails to decode in training, with the exact command that lists every such
+    image of ``dataset`` at once (``check_data`` ``quick`` only looks at what each file is, not inside it)."""
+    from ..handlers.summary import python_command, shell_quote
+
+    words = [python_command(), "scripts/check_dataset.py", "--dataset", str(dataset)]
+    if dataset_dir is not None:
+        words += ["--dataset_dir", str(dataset_dir)]
+    if options:
+        words += ["--options", repr(dict(options))]
+    words += ["--mode", "full"]
+    rerun = "" if check_data == "full" else " (or rerun training with --check_data full, which decodes every image " \
+                                            "before the first epoch and stops with the whole list)"
+    return ("Fix or remove this file. To list every image of the data set that cannot be read, at once: "
+            + " ".join(shell_quote(w) for w in words) + rerun
+            + "; --skip_bad_records true trains without them.")
 
 
 def _check_labels(record: dict[str, Any], num_classes: int, where: str) -> list[DataProblem]:
@@ -159,6 +263,9 @@ def check_splits(
     show: int = 20,
     skip_bad: bool = False,
     report_file: str | os.PathLike | None = None,
+    dataset: str | None = None,
+    dataset_dir: str | os.PathLike | None = None,
+    dataset_options: dict[str, Any] | None = None,
 ) -> Any:
     """Check train / validation / test of a :class:`~bundle.data.sources.DataSplits`.
 
@@ -166,8 +273,18 @@ def check_splits(
     Otherwise, with ``skip_bad=False``, raises one :class:`CXRDataError` listing every
     problem; with ``skip_bad=True``, removes the bad records from the splits (in place),
     logs how many, and goes on. Either way ``report_file`` (CSV) lists them all.
+
+    Also logs :func:`class_warnings` (near-duplicate class names, classes with too few images; they do not
+    stop training), and, given ``dataset`` (and ``dataset_dir``, ``dataset_options``), makes the advice of an
+    image that fails to decode later in the run name the exact command that lists all of them
+    (:func:`full_check_advice`).
     """
     source = getattr(splits, "source", None)
+    if dataset is not None:
+        set_load_advice(full_check_advice(dataset, dataset_dir, dataset_options, mode))
+    if mode != "off" and process_rank() == 0:
+        for warning in class_warnings(splits):
+            logger.warning("%s: %s", source or "data set", warning)
     problems = find_split_problems(splits, mode, require_chest, min_size)
     if not problems:
         if report_file is not None and os.path.isfile(report_file):

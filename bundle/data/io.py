@@ -320,7 +320,7 @@ class LoadCXRd(MapTransform):
             except CXRDataError as error:
                 if self.on_error == "raise":
                     if error.advice is None:
-                        error.advice = LOAD_ADVICE
+                        error.advice = load_advice()
                     raise
                 d[self.error_key] = str(error)  # names the file
                 name = str(source) if isinstance(source, (str, Path)) else ""
@@ -331,6 +331,19 @@ class LoadCXRd(MapTransform):
 #: What to do about an image the loader refused while a run reads its data (the last line the user sees).
 LOAD_ADVICE = ("Fix or remove this file; `python scripts/check_dataset.py --dataset ... --dataset_dir ...` lists "
                "every bad file of a data set at once, and training with --skip_bad_records true leaves them out.")
+_run_advice: str | None = None
+
+
+def set_load_advice(advice: str | None) -> None:
+    """The advice of this process's run (None: :data:`LOAD_ADVICE`): training sets one that names its own data
+    set (:func:`bundle.data.check.check_splits`), so the command it gives can be pasted as it is."""
+    global _run_advice
+    _run_advice = advice
+
+
+def load_advice() -> str:
+    """What to do about a refused image in this run: the run's own advice, else :data:`LOAD_ADVICE`."""
+    return _run_advice or LOAD_ADVICE
 
 
 # ----------------------------------------------------------------------------------------------

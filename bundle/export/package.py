@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from bundle.checkpoints import CheckpointError, check_state_dict, read_state_dict
+from bundle.thresholds import read_thresholds_file
 
 from .data_license import data_license
 from .errors import ExportError
@@ -51,6 +52,7 @@ class ExportResult:
     agreement: dict[str, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     metadata_check: MetadataCheck | None = None
+    thresholds: dict[str, float] | None = None  # the per-class decision thresholds written into inference.json
 
 
 @dataclass
@@ -62,6 +64,7 @@ class _Model:
     config: dict[str, Any]  # inference.json with the overrides applied (unparsed)
     class_names: list[str]
     image_size: int
+    thresholds: dict[str, float] | None = None
 
 
 def _parse_value(text: str) -> Any:
@@ -94,7 +97,15 @@ def _load_checked_model(ckpt: str | os.PathLike, key_in_ckpt: str | None, repo_r
         raise ExportError(f"{error}\n  (set network_def, class_names and task to the model's: --set "
                           f"'network_def={{...}}' 'class_names=[...]' task=multiclass)") from None
     network.load_state_dict(state, strict=True)
-    return _Model(network.eval(), state, config, class_names, int(parser.get_parsed_content("image_size")))
+    thresholds = None
+    if "threshold" not in (overrides or {}) and parser.get_parsed_content("task") == "multilabel":
+        # the checkpoint's per-class thresholds (bundle.thresholds) become the exported inference.json's own
+        content = read_thresholds_file(ckpt) if not key_in_ckpt else None
+        if content is not None and content.get("class_names") == class_names:
+            thresholds = {name: float(content["thresholds"][name]) for name in class_names}
+            config["threshold"] = thresholds
+    return _Model(network.eval(), state, config, class_names, int(parser.get_parsed_content("image_size")),
+                  thresholds)
 
 
 def _read_metrics(ckpt: str | os.PathLike, metrics: str | os.PathLike | None,
@@ -211,6 +222,9 @@ def export_bundle(
         name: bundle (folder) name; keep ``classification`` in it for MONAI Label.
         overrides: config ids to set in the exported ``inference.json`` (``class_names``, ``task``,
             ``image_size``, ``network_def`` ...); ``metadata.json``'s ``network_data_format`` follows them.
+            Without a ``threshold`` among them, a multi-label checkpoint's per-class decision thresholds
+            (``<checkpoint stem>.thresholds.json`` beside it, :mod:`bundle.thresholds`) become the exported
+            ``inference.json``'s ``threshold`` (``{class: threshold}``).
         metrics: the checkpoint's ``metrics.json`` (default: beside ``ckpt``, when there): numbers for the
             model card and ``eval_metrics``; its ``class_names`` must match the config's.
         dataset: what the weights were trained on, for the card and ``docs/data_license.txt``
@@ -241,7 +255,7 @@ def export_bundle(
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))  # same file system: the final move is a rename
     try:
         root = staging / name
-        _write_sources(root, repo_root, model, metadata, overridden=bool(overrides))
+        _write_sources(root, repo_root, model, metadata, overridden=bool(overrides) or model.thresholds is not None)
         metadata_check = validate_metadata(root / "configs" / "metadata.json", schema,
                                            search=local_schema_copies(repo_root), download=download_schema)
         model_files, agreement = _export_and_compare(root, model, onnx)
@@ -257,4 +271,4 @@ def export_bundle(
     zip_path = write_zip(bundle_dir, out / f"{name}_v{metadata['version']}.zip") if zip_bundle else None
     files = sorted(p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*") if p.is_file())
     return ExportResult(bundle_dir=bundle_dir, zip_path=zip_path, agreement=agreement, files=files,
-                        metadata_check=metadata_check)
+                        metadata_check=metadata_check, thresholds=model.thresholds)

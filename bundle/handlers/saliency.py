@@ -64,6 +64,14 @@ __all__ = ["SaliencyWriter", "class_tokens", "make_cam", "output_name", "read_or
 METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
 
 
+def as_flag(value: object) -> bool:
+    """A config switch given on the command line: ``--saliency_enabled false`` arrives as the string "false"
+    (Python Fire reads only ``False`` as a bool), which ``bool()`` would take for true."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no", "off", "")
+    return bool(value)
+
+
 def unit_range(maps: torch.Tensor) -> torch.Tensor:
     """Each map (``B x 1 x H x W``) scaled linearly from its (min, max) to (0, 1); a flat map becomes zeros.
 
@@ -218,7 +226,7 @@ class SaliencyWriter:
                  class_names: list[str], task: str = "multilabel", method: str = "gradcam",
                  threshold: float | Sequence[float] | Mapping[str, float] = 0.5, max_classes: int = 3, overlay: bool = True, filename_key: str = "filename",
                  error_key: str = "error", enabled: bool = True) -> None:
-        self.enabled = bool(enabled)
+        self.enabled = as_flag(enabled)
         if method not in METHODS:
             raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
         names = {name for name, _ in network.named_modules()}

@@ -262,7 +262,9 @@ class InferenceSummary:
     def __init__(self, predictions: Any, ckpt_path: str | os.PathLike, output_dir: str | os.PathLike,
                  saliency_enabled: bool = True) -> None:
         self.predictions, self.ckpt_path, self.output_dir = predictions, Path(ckpt_path), Path(output_dir)
-        self.saliency_enabled = bool(saliency_enabled)
+        from .saliency import as_flag
+
+        self.saliency_enabled = as_flag(saliency_enabled)
         self.line: str | None = None
 
     def attach(self, engine: Engine) -> None:

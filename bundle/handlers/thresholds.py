@@ -29,7 +29,7 @@ class DecisionThresholds:
     Args:
         best_model: the :class:`~bundle.handlers.ModelSaver` of the best model.
         task: ``"multilabel"`` or ``"multiclass"``.
-        rule: ``"youden"``, ``"f1"`` or ``"none"`` (config id ``threshold_rule``).
+        rule: ``"f1"``, ``"youden"`` or ``"none"`` (config id ``threshold_rule``).
         min_sensitivity: only thresholds with at least this validation sensitivity (config id
             ``min_sensitivity``; None: any).
 
@@ -39,7 +39,7 @@ class DecisionThresholds:
          "task": "@data#task", "rule": "@threshold_rule", "min_sensitivity": "@min_sensitivity"}
     """
 
-    def __init__(self, best_model: Any, task: str, rule: str = "youden", min_sensitivity: float | None = None) -> None:
+    def __init__(self, best_model: Any, task: str, rule: str = "f1", min_sensitivity: float | None = None) -> None:
         if rule not in THRESHOLD_RULES:
             raise ValueError(f"threshold_rule must be one of {THRESHOLD_RULES}, got {rule!r}")
         if min_sensitivity is not None and not 0.0 <= float(min_sensitivity) <= 1.0:
