@@ -10,7 +10,7 @@ and copies ``--models`` to ``/opt/holoscan/models``. This script makes such a fo
     <output>/app/configs/           inference.json + metadata.json (what the app parses)
     <output>/app/app.yaml           bundle/deploy/map/app.yaml, version from metadata.json
     <output>/app/requirements.txt   pyproject.toml's dependencies + the deploy extra (no holoscan-cli)
-    <output>/models/<name>/model.pt the checkpoint (--model)
+    <output>/models/<name>/model.pt the checkpoint (--model), with its model.thresholds.json when it has one
 
 then prints the ``monai-deploy package`` command. Usage::
 
@@ -65,6 +65,9 @@ def stage(model: Path, output: Path, name: str = "cxr-distill") -> Path:
     (app / "__main__.py").write_text(MAIN)
     (output / "models" / name).mkdir(parents=True)
     shutil.copy(checkpoint, output / "models" / name / "model.pt")
+    thresholds = checkpoint.with_name(f"{checkpoint.stem}.thresholds.json")  # bundle.thresholds.thresholds_path
+    if thresholds.is_file():  # its per-finding decision thresholds travel with it
+        shutil.copy(thresholds, output / "models" / name / "model.thresholds.json")
     return output
 
 

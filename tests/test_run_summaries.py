@@ -69,7 +69,8 @@ def test_training_evaluation_inference_and_export_each_end_with_the_next_command
     (images / "a.png").symlink_to(require_shared("cxr3/images/Actualmed_013fa10c223f.png"))
     (images / "b.dcm").symlink_to(require_shared("dicom/chest_cr_monochrome1.dcm"))
     words = [str(images) if w == "<images>" else w for w in _next(last, "predict on your images: ")]
-    code, lines = _run(words + ["--output_dir", str(tmp_path / "inference"), "--saliency_enabled", "false"])
+    words[words.index("--output_dir") + 1] = str(tmp_path / "inference")
+    code, lines = _run(words + ["--saliency_enabled", "false", "--device", "cpu"])
     assert code == 0, lines[-30:]
     last = lines[-1]
     assert last.startswith("cxr-distill: inference in ") and "2 of 2 input(s) predicted" in last

@@ -174,10 +174,12 @@ def test_nih_model_flags_findings_near_their_prevalence(nih_model, tmp_path):
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
                             env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows = list(csv.DictReader((tmp_path / "inference" / "predictions.csv").open()))
-    probabilities = np.array([[float(row[n]) for n in names] for row in rows])
-    flagged = np.array([[n in row["predicted"].split(";") for n in names] for row in rows])
-    assert (flagged == (probabilities >= [thresholds["thresholds"][n] for n in names])).all()
+    rows = json.loads((tmp_path / "inference" / "predictions.json").read_text())
+    probabilities = np.array([[row["probabilities"][n] for n in names] for row in rows])
+    flagged = np.array([[n in row["predicted"] for n in names] for row in rows])
+    cut = np.array([thresholds["thresholds"][n] for n in names])
+    tie = np.abs(probabilities - cut) < 1e-6  # a validation image's own probability, recomputed in another batch
+    assert (flagged == (probabilities >= cut))[~tie].all()
 
     from bundle.data import load_splits
 
@@ -197,7 +199,7 @@ def test_nih_model_flags_findings_near_their_prevalence(nih_model, tmp_path):
 @pytest.mark.timeout(900)
 def test_nih_evaluation_reports_the_thresholds_and_half(nih_model):
     data, out = nih_model
-    run_bundle("['configs/student.json','configs/evaluate.json']", "evaluating", out, dataset="nih",
+    run_bundle(["configs/student.json", "configs/evaluate.json"], "evaluating", out, dataset="nih",
                dataset_dir=str(data), image_size=32, device="cpu", bootstrap_resamples=0)
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     chosen = json.loads((out / "model.thresholds.json").read_text())["thresholds"]

@@ -138,7 +138,7 @@ def full_check_advice(dataset: str | None, dataset_dir: str | os.PathLike | None
     words += ["--mode", "full"]
     rerun = "" if check_data == "full" else " (or rerun training with --check_data full, which decodes every image " \
                                             "before the first epoch and stops with the whole list)"
-    return ("Fix or remove this file. To list every image of the data set that cannot be read, at once: "
+    return ("Fix or remove this file; to list every image of the data set that cannot be read, at once: "
             + " ".join(shell_quote(w) for w in words) + rerun
             + "; --skip_bad_records true trains without them.")
 
