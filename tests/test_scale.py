@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -77,8 +78,9 @@ def test_a_redirected_training_run_writes_progress_lines_to_the_console_and_log_
     assert result.returncode == 0, text[-3000:]
     log = (out / "log.txt").read_text()
     for where in (text, log):
-        assert "image cache (training): 1,400 images x 512 B (1 x 16 x 16 float16)" in where
-        for phase in ("checking 1,400 records (full): ", "building the training image cache: ",
+        assert re.search(r"image cache \(training\): 1,\d{3} images x 512 B \(1 x 16 x 16 float16\) = [\d.]+ kB; "
+                         r"memory budget [\d.]+ [GM]B; auto -> memory", where)
+        for phase in ("checking 1,", "building the training image cache: ",
                       "building the validation image cache: ", "training epoch: ", "validation: "):
             lines = [line for line in where.splitlines() if phase in line]
             assert any("/s" in line and " left" in line for line in lines), (phase, where[-3000:])

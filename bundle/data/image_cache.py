@@ -18,11 +18,14 @@ Modes (``image_cache`` in ``configs/student.json``):
   resize's size), the dtype and the records: a rerun, a resumed run and the next stage of the
   chain at the same size reuse it; any change makes a new one. It is written to a temporary
   folder and renamed when complete (a crash never leaves a half cache that looks whole); in a
-  multi-process run the first process writes it while the others wait. RAM: none beyond the
+  multi-process run the first process of each node (``LOCAL_RANK`` 0) writes it while the others
+  wait, so the folder may be node-local or shared. RAM: none beyond the
   pages the OS keeps.
 * ``"none"``: every image read from its file every epoch (what a data set that fits nowhere needs).
 * ``"auto"`` (default): ``"memory"`` when the whole cache fits ``budget``, else ``"disk"``
-  (``"none"`` without a ``directory``).
+  (``"none"`` without a ``directory``); ``"disk"`` in a multi-process run (``torchrun``), where one
+  process per node decodes the images once and every process reads the same file through the
+  operating system's shared page cache, instead of each decoding and holding a copy of its own.
 
 Before building, one line says what it costs and what was chosen, e.g. ``image cache (training):
 78,468 images x 8.2 kB (1 x 64 x 64 float16) = 643 MB; memory budget 6.3 GB; auto -> memory``. The build
@@ -60,7 +63,7 @@ from monai.transforms.transform import RandomizableTrait
 from torch.utils.data import DataLoader, Dataset
 
 from ..console import progress
-from ..distributed import barrier, rank
+from ..distributed import barrier, is_distributed, rank
 from ..keys import Keys
 
 __all__ = ["CachedImageDataset", "IMAGE_CACHE_MODES", "IMAGE_CACHE_DTYPES", "default_budget", "default_num_workers",
@@ -86,6 +89,14 @@ def physical_memory() -> int:
         if text.isdigit() and 0 < int(text) < total:
             total = int(text)
     return int(total)
+
+
+def local_rank() -> int:
+    """This process's rank on its node (``torchrun``'s ``LOCAL_RANK``; 0 without it)."""
+    try:
+        return int(os.environ.get("LOCAL_RANK", "0") or 0)
+    except ValueError:
+        return 0
 
 
 def local_processes() -> int:
@@ -303,7 +314,8 @@ class CachedImageDataset(Dataset):
         total = per_image * count
         chosen = mode
         if mode == "auto":
-            chosen = "memory" if total <= self.budget else ("disk" if directory is not None else "none")
+            shared = is_distributed() and directory is not None  # one decode pass for all processes, one page cache
+            chosen = "memory" if total <= self.budget and not shared else ("disk" if directory is not None else "none")
         if chosen == "disk" and directory is None:
             raise ValueError("image_cache 'disk' needs a directory (image_cache_dir)")
         cached = count if chosen != "memory" else min(count, self.budget // max(per_image, 1))
@@ -353,7 +365,8 @@ class CachedImageDataset(Dataset):
     def _disk_store(self, directory: Path, shape: tuple[int, ...]) -> _Store:
         key = cache_key(self.head, self.dtype, self.data)
         location = directory / f"{self.name}-{key}"
-        if rank() == 0 and not (location / "manifest.json").is_file():
+        builder = local_rank() == 0  # one process per node writes it (a node-local folder, or a shared one)
+        if builder and not (location / "manifest.json").is_file():
             directory.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{location.name}.", dir=directory))
             try:
@@ -367,13 +380,16 @@ class CachedImageDataset(Dataset):
                 manifest = {"format": CACHE_FORMAT, "records": len(self.data), "shape": list(shape),
                             "dtype": self.dtype, "preprocessing": json.loads(preprocessing_key(self.head))}
                 (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-                if location.exists():  # an incomplete cache of an earlier crash: replace it
-                    shutil.rmtree(location)
-                os.replace(staging, location)
+                if (location / "manifest.json").is_file():  # another node finished it first (a shared folder)
+                    shutil.rmtree(staging)
+                else:
+                    if location.exists():  # an incomplete cache of an earlier crash: replace it
+                        shutil.rmtree(location)
+                    os.replace(staging, location)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-        elif rank() == 0:
+        elif builder:
             self._announce(f"image cache ({self.name}): reusing {location}")
         barrier()
         self.location = location
