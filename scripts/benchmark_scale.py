@@ -264,7 +264,6 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         from bundle.distill import NoTeacher
         distiller = NoTeacher(network, hard)
     batches = args.max_train_batches
-    batches = args.max_train_batches
     if not phases.wants("epoch"):
         return _summary(args, splits, coverage, phases, workers, train_set, validation_set)
     phases.run("epoch", None, lambda: _train_epoch(train_set, distiller, network, args.batch_size, workers,
