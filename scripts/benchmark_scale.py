@@ -206,6 +206,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     from bundle.losses import HardLabelLoss, SoftLabelLoss
     from bundle.networks import ThreeConvStudent
 
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)  # progress lines
     torch.set_num_threads(args.threads)
     phases = Phases(set(args.phases.split(",")) if args.phases != "all" else None)
     folder = Path(args.folder)
@@ -470,12 +473,13 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, flag) is not None:
                 command += [f"--{flag}", str(getattr(args, flag))]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        process = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        lines = process.stdout.splitlines()
-        for line in lines:
-            if not line.startswith(WORKER_MARK):
-                print("  " + line, flush=True)
-        results = [line[len(WORKER_MARK):] for line in lines if line.startswith(WORKER_MARK)]
+        results = []
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+            for line in process.stdout:  # streamed: the worker's phases and progress lines as they come
+                if line.startswith(WORKER_MARK):
+                    results.append(line[len(WORKER_MARK):])
+                else:
+                    print("  " + line.rstrip(), flush=True)
         if process.returncode != 0 or not results:
             raise SystemExit(f"the run at {records:,} records failed (exit {process.returncode})")
         run = json.loads(results[-1])

@@ -358,7 +358,12 @@ class CachedImageDataset(Dataset):
         loader = DataLoader(head, batch_size=None, shuffle=False, num_workers=self.num_workers, collate_fn=_identity)
         for index, item in enumerate(progress(loader, f"building the {self.name} image cache", total=count,
                                               unit="images")):
-            images[index] = self._to_store(item[self.image_key])
+            image = self._to_store(item[self.image_key])
+            if image.shape != images.shape[1:]:
+                raise ValueError(f"image cache ({self.name}): record {index} gives an image of shape {image.shape}, "
+                                 f"the first one {images.shape[1:]}: the cached preprocessing must resize every "
+                                 f"image to one size (or set image_cache to 'none')")
+            images[index] = image
             others.append({k: _plain(v) for k, v in item.items() if k != self.image_key})
         return others
 
