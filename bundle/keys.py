@@ -22,6 +22,7 @@ class Keys(StrEnum):
     LOSS = CommonKeys.LOSS.value  # the summed training loss
     LABEL_MASK = "label_mask"  # 1 where a label is known, 0 where not (left out of losses and metrics)
     LOSS_TERMS = "loss_terms"  # engine output: {term name: float} of one iteration, each already weighted
+    LOSS_TERM_WEIGHTS = "loss_term_weights"  # engine output: {term name: samples its value averages} where not all
     TEACHER_IMAGE = "teacher_image"  # the image at the teacher's input size, when the teacher sees another size
     SAMPLE_INDEX = "sample_index"  # position in the training list: the key of teacher outputs computed once
     ERROR = "error"  # "" or why the image could not be read (LoadCXRd(on_error="record"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import torch
 
 import bundle.networks
@@ -166,3 +167,36 @@ def test_benchmark_speed_reports_every_measurement_and_the_targets(tmp_path, cap
     printed = capsys.readouterr().out
     assert "| compact_student | 32 px |" in printed and "compact_student end-to-end" in printed
     assert "| compact real-time student: MobileNetV3-Large 0.75 | `configs/compact_student.json` | 32 px |" in printed
+
+
+def test_benchmark_scale_runs_every_phase_tiny_and_writes_targets(tmp_path, shared_data):
+    """``scripts/benchmark_scale.py`` as docs/scale.md shortens it: two small NIH folders of the real label file's
+    first rows and the real CheXNet predictions, linked to small generated PNGs (fast to decode)."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 200, 48)[None, :] + np.linspace(0, 40, 48)[:, None]
+    for i in range(6):
+        Image.fromarray((ramp + rng.integers(0, 15, (48, 48))).astype(np.uint8)).save(images / f"{i}.png")
+    out = tmp_path / "scale_nih.json"
+    code = _load("benchmark_scale").main([
+        "--dataset", "nih", "--sizes", "1500,2500", "--images", str(images), "--max_train_batches", "2",
+        "--max_val_batches", "2", "--uncached_batches", "1", "--augment_samples", "8", "--batch_size", "8",
+        "--image_size", "32", "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    small, large = report["runs"]
+    assert (small["records"], large["records"]) == (1500, 2500)
+    assert set(large["phases"]) == {"read", "split", "check", "join", "cache_train", "cache_validation", "augment",
+                                    "epoch", "epoch_uncached", "validation"}
+    assert large["phases"]["epoch"]["records"] == 16 and large["phases"]["cache_train"]["mode"] == "memory"
+    assert large["phases"]["cache_train"]["bytes_per_record"] == 32 * 32 * 2  # float16 at the training size
+    coverage = large["coverage"]  # the real CheXNet file covers part of NIH's first rows
+    assert coverage["with_soft_targets"] + coverage["labels_alone"] == large["splits"]["train"]
+    assert 0 < coverage["with_soft_targets"] < coverage["training_images"]
+    names = [t["target"] for t in report["targets"]]
+    assert any(n.startswith("epoch: time per record at 2,500 records") for n in names)
+    assert all(t["status"] in ("PASS", "FAIL") and isinstance(t["value"], float) for t in report["targets"])
+    assert not (tmp_path / "work" / "nih_2500").exists()  # the linked folders are removed

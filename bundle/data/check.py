@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..console import progress
 from ..keys import Keys
 from .errors import CXRDataError, DataProblem
 from ..console import process_rank
@@ -222,7 +223,8 @@ def indexed_problems(
         return _check_labels(record, num_classes, str(where)) + _check_image(image, str(where), mode, require_chest, min_size)
 
     with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        per_record = list(pool.map(check_one, enumerate(records)))
+        per_record = list(progress(pool.map(check_one, enumerate(records)), f"checking {len(records):,} records "
+                                   f"({mode})", total=len(records), unit="records"))
     return [(index, problem) for index, found in enumerate(per_record) for problem in found]
 
 

@@ -32,7 +32,9 @@ patients, an empty official list) is an error naming the data set and the split.
 from __future__ import annotations
 
 import glob
+import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,7 @@ from .splits import patient_split, split_from_official
 __all__ = ["DataSplits", "load_splits", "DATASETS"]
 
 SPLITS = ("train", "validation", "test")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -224,7 +227,13 @@ def load_splits(
         if dataset_dir is None or not os.path.exists(dataset_dir):
             raise CXRDataError(dataset_dir, f"dataset_dir for {dataset!r} does not exist")
         dataset_dir = str(Path(dataset_dir).expanduser())
+    started = time.monotonic()
+    if not dataset.startswith("synthetic"):  # a big label file and its image folder take a while: say so
+        logger.info("reading the %s data set in %s ...", dataset, dataset_dir)
     datalist = DATASETS[dataset](dataset_dir, {**(options or {}), "cache_dir": cache_dir})
+    if not dataset.startswith("synthetic"):
+        logger.info("read %s records of %s in %.1f s", f"{len(datalist.records):,}", datalist.source or dataset_dir,
+                    time.monotonic() - started)
     fractions = fractions or {"train": 0.7, "validation": 0.1, "test": 0.2}
     if all(name in datalist.splits for name in SPLITS):
         splits = {name: datalist.splits[name] for name in SPLITS}

@@ -76,6 +76,7 @@ class Distiller(nn.Module):
     def forward_train(self, batch: Mapping[str, Any], student_forward: StudentForward
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The student's logits and the weighted loss terms of one training batch (on the device)."""
+        self.term_weights: dict[str, float] = {}  # terms that average fewer samples than the batch: how many
         logits = student_forward(batch[Keys.IMAGE])
         terms = self.hard_terms(logits, batch)
         if self.teacher is not None:

@@ -22,13 +22,19 @@ inconsistent teacher targets cost accuracy).
 Storage: ``"memory"`` (tensors in RAM) or ``"disk"`` (``.npy`` files opened as
 memory maps, so data sets larger than RAM work, and a rerun or a resumed run reuses
 them). A disk cache lives in a folder named by a fingerprint of the teacher's
-weights, the hooked module names and the training records; it is written to a
-temporary folder and renamed when complete, so a crash never leaves a half cache
+weights, the hooked module names and the training records; it is written, as the pass goes,
+into a temporary folder that is renamed when complete, so a crash never leaves a half cache
 that looks whole. Size: ``N x (K + sum_k C_k H_k W_k)`` numbers, e.g. DenseNet121's
-three blocks at 32 px are 28,672 per image (115 kB in float32, 57 kB in float16).
+three blocks at 32 px are 28,672 per image (115 kB in float32, 57 kB in float16); at 128 px its
+first dense block alone is about 1 MB an image, 80 GB over NIH's training split. So the size is
+estimated before the pass and logged with the choice, and a memory cache over its budget
+(``teacher_cache_budget``; default a quarter of physical memory) is refused before training with
+the alternatives (disk in float16, the live teacher, the logits alone). With the feature term
+off (``loss_weights#feature 0``) only the logits are kept (a few dozen bytes an image).
 
 Config (stage configs): ``"teacher_cache": "memory"`` (or ``"disk"``, or null for the
-online teacher); ``"teacher_cache_dtype": "float16"`` halves the size.
+online teacher); ``"teacher_cache_dtype": "float16"`` halves the size;
+``"teacher_cache_budget": "auto"`` (or ``"16GB"``, a number of bytes).
 
 A recorded teacher is a cache that came from outside: :meth:`TeacherOutputCache.from_predictions`
 reads a predictions file (an image-id column and one probability or logit column per class;
@@ -53,13 +59,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..console import progress
+from ..data.errors import CXRDataError
+from ..data.image_cache import format_bytes, parse_bytes
 from ..distributed import barrier, rank
 from ..keys import Keys
 from .features import FeatureHooks
 from .recorded import read_teacher_predictions
 from .teachers import TeacherOutput
 
-__all__ = ["TeacherOutputCache", "with_sample_index"]
+__all__ = ["TeacherOutputCache", "coverage_summary", "with_sample_index"]
 
 SAMPLE_INDEX = Keys.SAMPLE_INDEX
 STORAGES = ("memory", "disk")
@@ -84,6 +93,17 @@ def _fingerprint(teacher: nn.Module, module_names: Sequence[str], records: Itera
         image = record.get("image")
         digest.update(image.tobytes() if isinstance(image, np.ndarray) else str(image).encode())
     return digest.hexdigest()[:16]
+
+
+def coverage_summary(path: str | os.PathLike, available: np.ndarray) -> str:
+    """How many training images a recorded teacher gives soft targets for, and how many learn from labels alone."""
+    covered, total = int(np.sum(available)), len(available)
+    share = f" ({100.0 * covered / total:.1f}%)" if total else ""
+    line = f"recorded teacher {path}: soft targets for {covered:,} of {total:,} training images{share}"
+    if covered < total:
+        line += (f"; the other {total - covered:,} learn from their labels alone (the soft term's mean, "
+                 f"loss_mean/soft, is over the covered images only)")
+    return line
 
 
 class TeacherOutputCache:
@@ -145,8 +165,7 @@ class TeacherOutputCache:
         logits, available = read_teacher_predictions(path, records, class_names, task, values=values,
                                                      missing=missing, dataset_dir=dataset_dir)
         cache = cls(logits, {}, available=available, source=f"recorded teacher {path}")
-        logger.info("recorded teacher %s: logits for %d of %d training images", path, int(available.sum()),
-                    len(available))
+        logger.info(coverage_summary(path, available))
         return cache
 
     @property
@@ -167,12 +186,21 @@ class TeacherOutputCache:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = torch.float32,
         num_workers: int = 0,
+        budget: int | float | str | None = "auto",
     ) -> TeacherOutputCache:
         """Run ``teacher`` (frozen, eval mode) over ``dataset`` once and keep its outputs.
 
+        The size is estimated before the pass (one image through the teacher gives each map's
+        shape): ``N x (K + sum_k C_k H_k W_k)`` numbers of ``dtype``, logged in one line with the
+        choice. A memory cache larger than ``budget`` is refused there, before any training, with
+        the estimate and the alternatives (a disk cache in float16, the live teacher, the logits
+        alone): never an out-of-memory crash halfway through a pass. Both storages are filled in
+        place as the pass goes (a disk cache straight into its memory-mapped files), so the pass
+        itself never holds more than one batch besides the cache.
+
         Args:
             teacher: the frozen teacher.
-            module_names: teacher modules whose outputs the feature terms compare.
+            module_names: teacher modules whose outputs the feature terms compare (none: logits only).
             dataset: the training records under deterministic preprocessing, in the
                 order of the training list (``dataset[i]`` is sample index ``i``);
                 items are dicts with ``image``.
@@ -181,59 +209,112 @@ class TeacherOutputCache:
             batch_size, num_workers: of the pass over the data.
             device: where the teacher runs.
             dtype: storage dtype (``float32`` or ``float16``).
+            budget: bytes a memory cache may take (``"auto"``: a quarter of physical memory,
+                :func:`bundle.data.image_cache.default_budget`; ``"8GB"``; a number).
         """
         if storage not in STORAGES:
             raise ValueError(f"teacher cache storage must be one of {STORAGES}, got {storage!r}")
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         if dtype not in (torch.float32, torch.float16):
             raise ValueError(f"teacher cache dtype must be float32 or float16, got {dtype}")
+        names = list(module_names)
+        shapes = cls._probe_shapes(teacher, names, dataset, device)
+        numbers = sum(int(np.prod(shape)) for shape in shapes.values())  # per sample
+        per_sample = numbers * (torch.finfo(dtype).bits // 8)
+        total = per_sample * len(dataset)
+        limit = parse_bytes(budget)
+        maps = f"logits {shapes['logits'][0]}" + "".join(
+            f" + {name} {' x '.join(map(str, shape))}" for name, shape in shapes.items() if name != "logits")
+        line = (f"teacher cache: {len(dataset):,} images x {format_bytes(per_sample)} ({maps}, "
+                f"{str(dtype).replace('torch.', '')}) = {format_bytes(total)}; ")
+        if storage == "memory" and total > limit:
+            raise CXRDataError(None, line + f"that exceeds the memory budget of {format_bytes(limit)} "
+                               f"(teacher_cache_budget), so it is refused before training. Instead: teacher_cache "
+                               f"'disk' with teacher_cache_dtype 'float16' ({format_bytes(numbers * 2 * len(dataset))} "
+                               f"on disk, memory-mapped); the live teacher (teacher_cache null: it runs on each "
+                               f"batch, nothing kept); the logits alone (loss_weights#feature 0: "
+                               f"{format_bytes(shapes['logits'][0] * 2 * len(dataset))} in float16); "
+                               f"or a larger teacher_cache_budget")
         if storage == "memory":
-            cache = cls._run_teacher(teacher, module_names, dataset, batch_size, device, dtype, num_workers)
-            logger.info("teacher cache: %d samples, %.1f MB (memory)", len(cache), cache.nbytes / 1e6)
+            logger.info(line + f"memory (budget {format_bytes(limit)})")
+            cache = cls._run_teacher(teacher, names, dataset, batch_size, device, dtype, num_workers, shapes)
             return cache
         if directory is None:
             raise ValueError("a disk teacher cache needs a directory")
         records = getattr(dataset, "data", None)
-        location = Path(directory) / _fingerprint(teacher, module_names, records if records is not None else [], dtype)
+        location = Path(directory) / _fingerprint(teacher, names, records if records is not None else [], dtype)
         if rank() == 0 and not (location / "manifest.json").is_file():
             # in a multi-process run the first process writes it and the others open it when complete
-            cache = cls._run_teacher(teacher, module_names, dataset, batch_size, device, dtype, num_workers)
-            cls._save(cache, location, list(module_names), str(dtype))
-            logger.info("teacher cache: %d samples, %.1f MB (disk)", len(cache), cache.nbytes / 1e6)
+            logger.info(line + f"disk, under {location}")
+            cls._build_on_disk(teacher, names, dataset, batch_size, device, dtype, num_workers, shapes, location)
         else:
             logger.info("teacher cache: reusing %s", location)
         barrier()
         return cls._open(location)
 
+    @staticmethod
+    @torch.no_grad()
+    def _probe_shapes(teacher: nn.Module, module_names: list[str], dataset: Dataset, device: str | torch.device
+                      ) -> dict[str, tuple[int, ...]]:
+        """One sample's shape of the logits and of each hooked map (one image through the teacher)."""
+        if not len(dataset):
+            return {"logits": (0,), **{name: (0,) for name in module_names}}
+        teacher.eval()
+        image = torch.as_tensor(dataset[0]["image"])[None].to(device)
+        with FeatureHooks(teacher, module_names, clone=True) as hooks:
+            logits = teacher(image)
+            shapes = {"logits": tuple(logits.shape[1:])}
+            shapes.update({name: tuple(hooks.features[name].shape[1:]) for name in module_names})
+        return shapes
+
     @classmethod
     @torch.no_grad()
     def _run_teacher(cls, teacher: nn.Module, module_names: Sequence[str], dataset: Dataset, batch_size: int,
-                     device: str | torch.device, dtype: torch.dtype, num_workers: int) -> TeacherOutputCache:
-        """One pass of the frozen teacher over the data, outputs kept in memory."""
+                     device: str | torch.device, dtype: torch.dtype, num_workers: int,
+                     shapes: Mapping[str, tuple[int, ...]] | None = None,
+                     arrays: Mapping[str, Any] | None = None) -> TeacherOutputCache:
+        """One pass of the frozen teacher over the data, outputs written in place into ``arrays``
+        (``{"logits": ..., name: ...}``, each ``(N, ...)``; default: tensors in memory)."""
         teacher.eval()
+        shapes = shapes or cls._probe_shapes(teacher, list(module_names), dataset, device)
+        if arrays is None:
+            arrays = {name: torch.empty((len(dataset), *shape), dtype=dtype) for name, shape in shapes.items()}
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-        logits_parts: list[torch.Tensor] = []
-        feature_parts: dict[str, list[torch.Tensor]] = {name: [] for name in module_names}
+        position = 0
         with FeatureHooks(teacher, module_names, clone=True) as hooks:
-            for batch in loader:
+            for batch in progress(loader, "teacher cache: running the teacher", total=len(loader), unit="batches"):
                 images = torch.as_tensor(batch["image"]).to(device)
-                logits_parts.append(teacher(images).to("cpu", dtype))
-                for name in module_names:
-                    feature_parts[name].append(hooks.features[name].to("cpu", dtype))
+                outputs = {"logits": teacher(images), **{name: hooks.features[name] for name in module_names}}
+                count = len(images)
+                for name, values in outputs.items():
+                    values = values.detach().to("cpu", dtype)
+                    target = arrays[name]
+                    if isinstance(target, torch.Tensor):
+                        target[position:position + count] = values
+                    else:
+                        target[position:position + count] = values.numpy()
                 hooks.clear()
-        return cls(torch.cat(logits_parts), {name: torch.cat(parts) for name, parts in feature_parts.items()})
+                position += count
+        return cls(arrays["logits"], {name: arrays[name] for name in module_names})
 
     @classmethod
-    def _save(cls, cache: TeacherOutputCache, location: Path, module_names: list[str], dtype: str) -> TeacherOutputCache:
+    def _build_on_disk(cls, teacher: nn.Module, module_names: list[str], dataset: Dataset, batch_size: int,
+                       device: str | torch.device, dtype: torch.dtype, num_workers: int,
+                       shapes: Mapping[str, tuple[int, ...]], location: Path) -> None:
+        """The pass, written straight into memory-mapped ``.npy`` files of a staging folder, renamed when whole."""
         location.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{location.name}.", dir=location.parent))
+        numpy_dtype = np.float16 if dtype == torch.float16 else np.float32
         try:
-            np.save(staging / "logits.npy", np.asarray(cache.logits))
-            files = {}
-            for i, name in enumerate(module_names):
-                files[name] = f"features_{i}.npy"
-                np.save(staging / files[name], np.asarray(cache.features[name]))
-            manifest = {"num_samples": len(cache), "dtype": dtype, "features": files}
+            files = {"logits": "logits.npy", **{name: f"features_{i}.npy" for i, name in enumerate(module_names)}}
+            arrays = {name: np.lib.format.open_memmap(staging / files[name], mode="w+", dtype=numpy_dtype,
+                                                      shape=(len(dataset), *shapes[name])) for name in files}
+            cls._run_teacher(teacher, module_names, dataset, batch_size, device, dtype, num_workers, shapes, arrays)
+            for array in arrays.values():
+                array.flush()
+            del arrays
+            manifest = {"num_samples": len(dataset), "dtype": str(dtype),
+                        "features": {name: files[name] for name in module_names}}
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
             if location.exists():  # an incomplete cache of an earlier crash (no manifest): replace it
                 shutil.rmtree(location)
@@ -241,7 +322,6 @@ class TeacherOutputCache:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return cls._open(location)
 
     @classmethod
     def _open(cls, location: Path) -> TeacherOutputCache:

@@ -50,7 +50,7 @@ def make_teacher(
     * ``teacher_network`` + ``checkpoint``: the frozen network (:func:`load_frozen`), run on each
       batch (:class:`FrozenTeacher`), or with ``cache`` (``"memory"``/``"disk"``) run once over
       ``cache_dataset`` (the training list under deterministic preprocessing;
-      ``cache_options``: ``directory``, ``batch_size``, ``dtype``, ``num_workers``).
+      ``cache_options``: ``directory``, ``batch_size``, ``dtype``, ``num_workers``, ``budget``).
     """
     if predictions is not None:
         if teacher_network is not None:
@@ -106,8 +106,11 @@ def make_distiller(
             f"to 0 (--loss_weights#feature 0), or distil from a teacher checkpoint")
     shape = tuple(int(v) for v in input_shape)
     teacher_shape = shape if teacher_input_shape is None else tuple(int(v) for v in teacher_input_shape)
+    feature_names = list(dict.fromkeys(t for _, t in feature_pairs))
+    if cache and not (weights.get("feature", 0.0) and distiller_kwargs.get("feature_loss") is not None):
+        feature_names = []  # the feature term is off: a cache keeps the logits alone
     teacher = make_teacher(
-        teacher_network, checkpoint, role, device, list(dict.fromkeys(t for _, t in feature_pairs)), teacher_shape,
+        teacher_network, checkpoint, role, device, feature_names, teacher_shape,
         check_view=teacher_shape != shape, cache=cache, cache_dataset=cache_dataset, cache_options=cache_options,
         predictions=teacher_predictions, predictions_options=predictions_options, train_records=train_records)
     if teacher is None:

@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..console import progress
 from ..data.errors import CXRDataError
 from ..data.vocabulary import SYNONYMS, normalise_name
 
@@ -240,7 +241,9 @@ def read_teacher_predictions(
     tables = _record_index(records, dataset_dir)
     result = np.zeros((len(records), len(class_names)), np.float32)
     available = np.zeros(len(records), bool)
-    for row, row_id in enumerate(df[id_col].astype(str).str.strip()):
+    row_ids = df[id_col].astype(str).str.strip()
+    for row, row_id in enumerate(progress(row_ids, f"matching {path.name} to the training images", total=len(df),
+                                          unit="rows")):
         position = _match(row_id, tables)
         if position is None:
             continue  # an image of another split, or one the data set does not use

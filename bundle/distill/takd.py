@@ -121,6 +121,8 @@ class TAKDDistiller(Distiller):
         terms: dict[str, torch.Tensor] = {}
         if self.soft_loss is not None and self.weights["soft"]:
             terms["soft"] = self.weights["soft"] * self.soft_loss(logits, teacher.logits, teacher_mask=teacher.mask)
+            if teacher.mask is not None:  # a mean over the covered samples only: the epoch mean weighs it by them
+                self.term_weights["soft"] = float(teacher.mask.sum())
         if self.feature_pairs and self.weights["feature"]:
             student_maps = self.student_hooks.features
             for s, t in self.feature_pairs:

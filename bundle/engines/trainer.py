@@ -143,6 +143,7 @@ class CXRTrainer(SupervisedTrainer):
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             engine.state.output[Keys.LOSS] = torch.stack([t.float() for t in terms.values()]).sum()
             engine.state.output[Keys.LOSS_TERMS] = {name: float(t.detach()) for name, t in terms.items()}
+            engine.state.output[Keys.LOSS_TERM_WEIGHTS] = dict(getattr(engine.distiller, "term_weights", {}))
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
         def step_done() -> None:

@@ -9,8 +9,8 @@ from .guards import NonFiniteLossError, NonFiniteLossGuard
 from .loss_terms import LossTermMeans, loss_and_terms
 from .metrics_writer import MetricsJSONWriter
 from .predictions import PredictionWriter
-from .progress import LossProgressBar
-from .run_log import RunLogFile
+from .progress import LossProgressBar, ProgressLines
+from .run_log import RunLogFile, open_run_log
 from .saliency import SaliencyWriter, saliency_targets
 from .seeding import SeedEachEpoch, epoch_seed
 from .summary import EvaluationSummary, InferenceSummary, TrainingSummary
@@ -31,6 +31,7 @@ __all__ = [
     "NonFiniteLossError",
     "NonFiniteLossGuard",
     "PredictionWriter",
+    "ProgressLines",
     "ResumeCheckpoint",
     "RunLogFile",
     "SaliencyWriter",
@@ -41,6 +42,7 @@ __all__ = [
     "epoch_seed",
     "flatten_params",
     "loss_and_terms",
+    "open_run_log",
     "save_atomic",
     "saliency_targets",
     "tracking_artifacts",

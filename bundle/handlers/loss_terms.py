@@ -28,7 +28,7 @@ from ignite.metrics.metric import SingleEpochRunningBatchWise
 
 from ..keys import Keys
 
-__all__ = ["LossTermMeans", "loss_and_terms", "loss_terms"]
+__all__ = ["LossTermMeans", "loss_and_terms", "loss_terms", "terms_and_weights"]
 
 
 def loss_terms(output: Mapping[str, Any]) -> dict[str, float]:
@@ -44,6 +44,15 @@ def loss_and_terms(output: Mapping[str, Any]) -> dict[str, float]:
     return logged
 
 
+def terms_and_weights(output: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """``({term: value}, {term: weight})`` of one iteration: the weights are the samples a term's batch
+    value is a mean over, where that is not the whole batch (``loss_term_weights``: the soft term of a
+    recorded teacher that covers part of the data)."""
+    if not isinstance(output, Mapping):
+        return {}, {}
+    return loss_terms(output), dict(output.get(Keys.LOSS_TERM_WEIGHTS) or {})
+
+
 class LossTermMeans(Metric):
     """Mean of every named loss term over the epoch so far: ``engine.state.metrics["loss_mean/<term>"]``.
 
@@ -51,34 +60,41 @@ class LossTermMeans(Metric):
     the trainer has run, so one ``Average`` per term cannot be declared beforehand). It is reset when
     an epoch starts and recomputed after every iteration (Ignite's ``SingleEpochRunningBatchWise``
     usage), so at ``EPOCH_COMPLETED`` it holds the epoch's means whatever the order of the handlers
-    that read them. Each term is averaged over the iterations that produced it.
+    that read them. Each term is averaged over the iterations that produced it, each iteration
+    weighted by the samples its value is a mean over when the trainer says so (``loss_term_weights``):
+    the soft term of a recorded teacher that covers part of the training images is a mean over the
+    covered images of each batch, so its epoch mean counts covered images only (a batch without
+    one adds nothing).
 
     Args:
         prefix: the metric names are ``<prefix><term>``.
-        output_transform: as for any Ignite metric: iteration output -> a mapping with
-            ``"loss_terms"`` (the trainer's output itself, the default) or ``({term: value},)``.
+        output_transform: iteration output -> ``({term: value},)`` or ``({term: value}, {term: weight})``
+            (default :func:`terms_and_weights` of the trainer's output).
 
     ``attach(engine)`` without a name, as MONAI attaches handlers of a config's handler list.
     """
 
-    required_output_keys = (Keys.LOSS_TERMS,)
+    required_output_keys = None
 
-    def __init__(self, prefix: str = "loss_mean/", output_transform: Callable = lambda output: output) -> None:
+    def __init__(self, prefix: str = "loss_mean/", output_transform: Callable = terms_and_weights) -> None:
         self.prefix = prefix
         super().__init__(output_transform=output_transform)
 
     def reset(self) -> None:
         self._sums: dict[str, float] = {}
-        self._counts: dict[str, int] = {}
+        self._counts: dict[str, float] = {}
 
-    def update(self, output: tuple[Mapping[str, float]]) -> None:
-        (terms,) = output
+    def update(self, output: tuple[Mapping[str, float], ...]) -> None:
+        terms = output[0] if output else None
+        weights = (output[1] if len(output) > 1 else None) or {}
         for name, value in (terms or {}).items():
-            self._sums[name] = self._sums.get(name, 0.0) + float(value)
-            self._counts[name] = self._counts.get(name, 0) + 1
+            weight = float(weights.get(name, 1.0))
+            self._sums[name] = self._sums.get(name, 0.0) + weight * float(value)
+            self._counts[name] = self._counts.get(name, 0.0) + weight
 
     def compute(self) -> dict[str, float]:
-        return {f"{self.prefix}{name}": total / self._counts[name] for name, total in self._sums.items()}
+        return {f"{self.prefix}{name}": total / self._counts[name] for name, total in self._sums.items()
+                if self._counts[name] > 0}
 
     def completed(self, engine: Engine, name: str) -> None:
         engine.state.metrics.update(self.compute())  # flat names only: trackers log every value as a scalar
