@@ -183,7 +183,8 @@ def quantize_int8(fp32_model: str | os.PathLike, out_model: str | os.PathLike, p
         activation_type="uint8 (per tensor, asymmetric)",
         weight_type="int8 (per output channel, symmetric, 7-bit range: reduce_range)", per_channel=True,
         calibration={**dict(calibration_source or {}), "images": len(calibration_used), "files": calibration_used})
-    report.check = check_int8(fp32_model, out_model, preprocessing, check, class_names, task, check_split)
+    if check:
+        report.check = check_int8(fp32_model, out_model, preprocessing, check, class_names, task, check_split)
     report.seconds = round(time.perf_counter() - start, 1)
     out_model.with_suffix(".json").write_text(report.to_json())
     drop = report.check.get("auc_macro_change")
