@@ -166,3 +166,69 @@ def test_int8_export_is_calibrated_on_training_images_and_checked_on_the_test_sp
     image = torch.as_tensor(preprocessing({"image": check[0]["image"]})["image"])[None]
     a, b = OnnxRuntimeNetwork(fp32)(image), OnnxRuntimeNetwork(out)(image)
     assert torch.allclose(torch.sigmoid(a), torch.sigmoid(b), atol=0.05)
+
+
+@pytest.mark.timeout(900)
+def test_export_bundle_int8_writes_the_model_and_its_record_beside_the_fp32_one(tmp_path):
+    """scripts/export_bundle.py --int8: model_int8.onnx and model_int8.json in models/, listed in large_files.yml."""
+    import importlib.util
+
+    nih = require_shared("nih14_subset")
+    schema = require_shared("../monai/meta_schema_20240725.json")
+    spec = importlib.util.spec_from_file_location("export_script", REPO_ROOT / "scripts" / "export_bundle.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    checkpoint = tmp_path / "nih" / "model.pt"
+    checkpoint.parent.mkdir()
+    torch.manual_seed(0)
+    torch.save(ThreeConvStudent(in_channels=1, out_channels=14).state_dict(), checkpoint)
+    from bundle.data import load_splits
+
+    classes = load_splits("nih", nih).class_names
+    code = script.main(["--ckpt", str(checkpoint), "--out", str(tmp_path / "export"), "--no_zip", "--schema",
+                        str(schema), "--int8", "--calibration_dir", str(nih), "--calibration_dataset", "nih",
+                        "--calibration_images", "8", "--int8_max_auc_drop", "1", "--set", "image_size=32",
+                        f"class_names={json.dumps(classes)}"])
+    assert code == 0
+    models = tmp_path / "export" / "cxr_distill_student_classification" / "models"
+    assert {p.name for p in models.iterdir()} >= {"model.pt", "model.ts", "model.onnx", "model_int8.onnx",
+                                                 "model_int8.json"}
+    record = json.loads((models / "model_int8.json").read_text())
+    assert record["calibration"]["dataset"] == "nih" and record["calibration"]["images"] == 8
+    assert record["check"]["split"] == "test" and record["check"]["images"] > 50
+    assert set(record["check"]["auc_change_per_class"]) <= set(classes)
+    assert "models/model_int8.onnx" in (models.parent / "large_files.yml").read_text()
+
+
+@pytest.mark.timeout(900)
+def test_benchmark_inference_prints_every_target(tmp_path, capsys):
+    import importlib.util
+    import shutil
+
+    from PIL import Image
+
+    require_shared("nih14_subset")
+    require_shared("dicom/chest_cr_monochrome1.dcm")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in sorted((require_shared("nih14_subset") / "images").glob("*.png"))[:6]:
+        shutil.copy(path, folder / path.name)
+    Image.new("L", (4, 4)).save(folder / "tiny.png")  # a bad file: listed, not fatal
+    spec = importlib.util.spec_from_file_location("benchmark_inference", REPO_ROOT / "scripts" / "benchmark_inference.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "report.json"
+    assert script.main(["--sections", "backends", "reader", "folder", "--networks", "student", "--repeats", "1",
+                        "--batch_size", "2", "--calibration_images", "4", "--folder", str(folder), "--workers", "0",
+                        "2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    names = [row["target"] for row in report["targets"]]
+    assert names == ["3-conv student int8 vs fp32 throughput, batch 2", "3-conv student int8 vs fp32 throughput, batch 1",
+                     "load_cxr vs decoder, PNG 1024 px", "load_cxr vs decoder, CR DICOM",
+                     "folder inference 2 workers vs 0"]
+    assert all(row["status"] in ("PASS", "FAIL") and row["value"] > 0 for row in report["targets"])
+    assert [run["images"] for run in report["folder"]["runs"]] == [7, 7]
+    assert all(run["bad"] == 1 for run in report["folder"]["runs"])
+    assert report["backends"]["student"]["runs"]["onnxruntime int8, batch 2"]["images_per_s"] > 0
+    printed = capsys.readouterr().out
+    assert "folder inference 2 workers vs 0" in printed and ("PASS" in printed or "FAIL" in printed)
