@@ -232,3 +232,36 @@ def test_benchmark_inference_prints_every_target(tmp_path, capsys):
     assert report["backends"]["student"]["runs"]["onnxruntime int8, batch 2"]["images_per_s"] > 0
     printed = capsys.readouterr().out
     assert "folder inference 2 workers vs 0" in printed and ("PASS" in printed or "FAIL" in printed)
+
+
+def test_deploy_command_line_with_the_onnxruntime_backend(tmp_path, model):
+    """python -m bundle.deploy ... --backend onnxruntime --onnx-path: the same classification.json as PyTorch's."""
+    import shutil
+
+    from bundle.deploy import sdk_available
+
+    if not sdk_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("MONAI Deploy App SDK not installed")
+        pytest.skip("MONAI Deploy App SDK not installed")
+    from bundle.deploy.__main__ import main
+
+    checkpoint, onnx_file = model
+    dicom = require_shared("dicom/chest_cr_monochrome1.dcm")
+    root = tmp_path / "bundle"
+    (root / "configs").mkdir(parents=True)
+    (root / "models").mkdir()
+    config = json.loads((REPO_ROOT / "configs" / "inference.json").read_text())
+    config["image_size"] = 64
+    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    shutil.copy(REPO_ROOT / "configs" / "metadata.json", root / "configs" / "metadata.json")
+    shutil.copy(checkpoint, root / "models" / "model.pt")
+    records = {}
+    for backend in ("pytorch", "onnxruntime"):
+        out = tmp_path / backend
+        assert main(["bundle.deploy", "-i", str(dicom), "-o", str(out), "-m", str(root), "--backend", backend,
+                     "--onnx-path", str(onnx_file)]) == 0
+        records[backend] = json.loads((out / "classification.json").read_text())
+    for finding, p in records["pytorch"]["probabilities"].items():
+        assert abs(records["onnxruntime"]["probabilities"][finding] - p) <= 1e-4
+    assert list((tmp_path / "onnxruntime" / "saliency").glob("*.png"))
