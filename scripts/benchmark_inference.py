@@ -97,7 +97,6 @@ def _calibration_arrays(size: int, count: int, dataset_dir: Path) -> tuple[list[
 
 
 def bench_backends(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    import numpy as np
     import torch
 
     from bundle.export.exporters import ONNX_CONVERTER_KWARGS
@@ -146,7 +145,6 @@ def bench_backends(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             print(f"    {kind}: {run['cpu_ms']:.2f} ms CPU ({run['wall_ms']:.2f} wall), {run['images_per_s']:.1f} img/s, "
                   f"{run['gflops_per_s']:.1f} GFLOP/s" + (f" = {run['fraction_of_peak']:.1%} of one core's peak"
                                                           if run["fraction_of_peak"] else ""), flush=True)
-    del np
     return results
 
 
