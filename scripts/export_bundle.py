@@ -1,6 +1,8 @@
 """Package a trained checkpoint as a MONAI Model Zoo bundle folder and zip, with checked exports.
 
     python scripts/export_bundle.py --ckpt outputs/student/model.pt --out outputs/export
+    python scripts/export_bundle.py --ckpt outputs/nih_student/model.pt --out outputs/export --int8 \\
+        --calibration_dir ../shared/data/nih14_subset --set image_size=64 'class_names=[...]'
     python scripts/export_bundle.py --ckpt outputs/pneumonia/model.pt --out outputs/export --onnx \\
         --name cxr_pneumonia_student_classification \\
         --set 'class_names=["Normal", "Pneumonia"]' task=multiclass image_size=28
@@ -60,6 +62,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="what the weights were trained on (default: from metrics.json)")
     parser.add_argument("--data_license", default=None, help="text file shipped as docs/data_license.txt")
     parser.add_argument("--onnx", action="store_true", help="also export models/model.onnx (needs the export extra)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write models/model_int8.onnx (implies --onnx): ONNX Runtime static quantization "
+                             "(QDQ) calibrated on the model's training images, checked on its test split "
+                             "(models/model_int8.json records both; docs/fast_inference.md)")
+    parser.add_argument("--calibration_dir", default=None, help="--int8: the model's data set folder")
+    parser.add_argument("--calibration_dataset", default=None,
+                        help="--int8: its reader name (nih, chexpert, ...; default: metrics.json's dataset)")
+    parser.add_argument("--calibration_images", type=int, default=128,
+                        help="--int8: training images the calibration reads (default 128)")
+    parser.add_argument("--calibration_method", default="minmax", choices=("minmax", "entropy", "percentile"),
+                        help="--int8: how activation ranges are found (default minmax)")
+    parser.add_argument("--split_seed", type=int, default=0, help="--int8: the training run's split_seed (default 0)")
+    parser.add_argument("--int8_check_split", default="test", choices=("validation", "test"),
+                        help="--int8: the labelled split of the accuracy check (default test)")
+    parser.add_argument("--int8_max_auc_drop", type=float, default=0.005,
+                        help="--int8: the export fails if int8 loses more macro AUC than this (default 0.005)")
     parser.add_argument("--no_zip", action="store_true", help="write the folder only")
     parser.add_argument("--url_base", default=None,
                         help="where models/ will be hosted, for large_files.yml (default: file:// URLs of the export)")
@@ -76,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             args.ckpt, args.out, args.name, key_in_ckpt=args.key_in_ckpt, overrides=_overrides(args.set),
             metrics=args.metrics, dataset=args.dataset, data_license_file=args.data_license, onnx=args.onnx,
             zip_bundle=not args.no_zip, url_base=args.url_base, schema=args.schema,
-            download_schema=not args.no_schema_download, overwrite=args.overwrite)
+            download_schema=not args.no_schema_download, overwrite=args.overwrite,
+            int8={"dataset": args.calibration_dataset, "dataset_dir": args.calibration_dir,
+                  "split_seed": args.split_seed, "images": args.calibration_images,
+                  "method": args.calibration_method, "check_split": args.int8_check_split,
+                  "max_auc_drop": args.int8_max_auc_drop} if args.int8 else None)
     except ExportError as error:
         print(f"export failed: {error}", file=sys.stderr)
         return 1
@@ -85,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zip:    {result.zip_path}")
     for kind, difference in result.agreement.items():
         print(f"{kind} vs PyTorch: max |difference| of the logits = {difference:.3g}")
+    if result.int8 is not None:
+        check = result.int8.check
+        print(f"int8: {result.bundle_dir / 'models' / result.int8.model}, calibrated on "
+              f"{result.int8.calibration['images']} training images ({result.int8.method}); {check['split']} split "
+              f"({check['images']} images): macro AUC fp32 {check['fp32']['auc_macro']:.4f}, int8 "
+              f"{check['int8']['auc_macro']:.4f} ({check['auc_macro_change']:+.4f}); largest probability change "
+              f"{check['max_abs_probability_change']:.4f}")
+        for finding, change in check["auc_change_per_class"].items():
+            print(f"  {finding}: AUC {check['fp32']['auc_per_class'][finding]:.4f} -> "
+                  f"{check['int8']['auc_per_class'][finding]:.4f} ({change:+.4f})")
     if result.thresholds is not None:
         print(f"decision thresholds (configs/inference.json): {describe(result.thresholds, list(result.thresholds))}")
     else:

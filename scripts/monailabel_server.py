@@ -187,5 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+if __name__ == "__mp_main__":
+    # a uvicorn worker process (start_server --workers N) imports this file as __mp_main__: it needs the shims too
+    install_compatibility_shims()
+
 if __name__ == "__main__":
     sys.exit(main())

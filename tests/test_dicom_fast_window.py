@@ -29,19 +29,31 @@ GENERAL_ONLY = {
 
 
 def _both_paths(path, monkeypatch):
+    """(fast, general, [fast path taken]): the loader as it is, and with both fast paths turned off.
+
+    The fast paths: ``_native_window_float32`` (uncompressed unsigned data straight from its bytes) and, behind it,
+    ``_linear_window_float32`` (pydicom's decoded pixels). The first must give the second's pixels exactly.
+    """
     fast_calls = []
-    original = io._linear_window_float32
+    originals = {name: getattr(io, name) for name in ("_native_window_float32", "_linear_window_float32")}
 
-    def spy(*args):
-        result = original(*args)
-        fast_calls.append(result is not None)
-        return result
+    def spy(name):
+        def call(*args):
+            result = originals[name](*args)
+            fast_calls.append((name, result is not None))
+            return result
+        return call
 
-    monkeypatch.setattr(io, "_linear_window_float32", spy)
+    for name in originals:
+        monkeypatch.setattr(io, name, spy(name))
     fast = io.load_cxr(path)
+    monkeypatch.setattr(io, "_native_window_float32", lambda *args: None)
+    decoded = io.load_cxr(path)  # pydicom's pixel_array, then the fused window
+    np.testing.assert_array_equal(fast, decoded)
     monkeypatch.setattr(io, "_linear_window_float32", lambda *args: None)
     general = io.load_cxr(path)
-    return fast, general, fast_calls
+    taken = [any(ok for _, ok in fast_calls[:2])]
+    return fast, general, taken
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -60,6 +72,23 @@ def test_other_windows_take_the_general_path(tmp_path, monkeypatch, name):
     fast, general, taken = _both_paths(write_dicom(tmp_path / "x.dcm", pixels, **elements), monkeypatch)
     assert taken == [False]
     np.testing.assert_array_equal(fast, general)
+
+
+def test_native_path_masks_the_bits_above_bits_stored_as_pydicom_does(tmp_path, monkeypatch):
+    """12 bits stored in 16 with garbage in the top 4 bits (overlay planes of old modalities): cleared by both."""
+    path = write_dicom(tmp_path / "x.dcm", RAMP, WindowCenter=2048, WindowWidth=4096, BitsStored=12, HighBit=11)
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    raw = np.frombuffer(ds.PixelData, "<u2").copy()
+    raw[::3] |= 0xA000
+    ds.PixelData = raw.tobytes()
+    ds.save_as(path)
+    fast, general, taken = _both_paths(path, monkeypatch)
+    assert taken == [True]
+    np.testing.assert_allclose(fast, general, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(fast, io.load_cxr(write_dicom(tmp_path / "clean.dcm", RAMP, WindowCenter=2048,
+                                                             WindowWidth=4096, BitsStored=12, HighBit=11)))
 
 
 def test_real_chest_cr_is_unchanged_by_the_fast_path(monkeypatch):

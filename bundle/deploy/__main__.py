@@ -3,7 +3,8 @@
 The path options are the App SDK's own (``monai.deploy.core.parse_args``: ``-i/--input``,
 ``-o/--output``, ``-m/--model``, ``-l/--log-level``, ``-w/--workdir``), with the SDK's
 ``HOLOSCAN_INPUT_PATH`` / ``HOLOSCAN_OUTPUT_PATH`` / ``HOLOSCAN_MODEL_PATH`` as defaults. This app
-adds ``--allow-non-chest``: classify a DICOM whose ``BodyPartExamined`` is not a chest or whose
+adds ``--backend pytorch|onnxruntime`` and ``--onnx-path`` (what predicts; see :mod:`bundle.runtime`) and
+``--allow-non-chest``: classify a DICOM whose ``BodyPartExamined`` is not a chest or whose
 ``Modality`` is not a radiograph (the bundle's ``require_chest`` set to false; logged as a warning).
 The check is there because such an image gives meaningless probabilities; overriding it is for a
 chest radiograph whose header is wrong (e.g. ``BodyPartExamined`` left at a default by the modality).
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 
 __all__ = ["EXIT_STATUS", "main"]
@@ -40,6 +42,12 @@ def _own_options() -> argparse.ArgumentParser:
     parser.add_argument(ALLOW_NON_CHEST, dest="allow_non_chest", action="store_true",
                         help="classify the image even if its DICOM header says it is not a chest radiograph "
                              "(BodyPartExamined, Modality); the default refuses it with exit status 2")
+    parser.add_argument("--backend", choices=("pytorch", "onnxruntime"), default=None,
+                        help="what predicts: the bundle's PyTorch network (its config's default) or ONNX Runtime "
+                             "from models/model.onnx (Grad-CAM maps still from PyTorch; docs/fast_inference.md)")
+    parser.add_argument("--onnx-path", dest="onnx_path", default=None,
+                        help="the ONNX model of --backend onnxruntime (default: the bundle's models/model.onnx; "
+                             "models/model_int8.onnx for the int8 export)")
     parser.add_argument("-h", "--help", action="store_true", help="show this help and the SDK's options")
     return parser
 
@@ -69,7 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sdk_argv = [argv[0], *sdk_argv, *(["--help"] if options.help else [])]
     app_context = init_app_context(sdk_argv)  # the SDK's parser: its own errors and --help exit here
-    overrides = {"require_chest": False} if options.allow_non_chest else None
+    overrides = {"require_chest": False} if options.allow_non_chest else {}
+    if options.backend:
+        overrides["backend"] = options.backend
+    if options.onnx_path:
+        overrides["onnx_path"] = str(Path(options.onnx_path).expanduser().resolve())
     try:
         model = load_bundle(app_context.model_path, overrides=overrides)  # before Holoscan starts, which logs
         ChestXRayClassifierApp([argv[0]], app_context=app_context, model=model).run()

@@ -45,6 +45,8 @@ class BundleModel:
     image_size: int
     metadata: dict[str, Any] = field(default_factory=dict)
     saliency_writer: Any = None  # one SaliencyWriter per model: its Grad-CAM hooks are placed once
+    backend: str = "pytorch"  # what predicts: the PyTorch network, or ONNX Runtime (bundle.runtime)
+    predictor: torch.nn.Module | None = None  # the network, or an OnnxRuntimeNetwork; None: the network
 
     def __post_init__(self) -> None:
         if self.saliency_enabled and self.saliency_writer is None:
@@ -135,10 +137,15 @@ def load_bundle(model: str | os.PathLike, device: str | torch.device | None = No
     network = get("network_def").to(torch_device)
     load_weights(network, checkpoint, class_names=[str(c) for c in get("class_names")])
     network.eval()
+    from bundle.runtime import inference_network
+
+    backend = str(get("backend")) if "backend" in parser else "pytorch"  # bundles older than 0.8 have no backend
+    predictor = inference_network(backend, network, get("onnx_path") if backend != "pytorch" else None,
+                                  int(get("onnx_threads") or 0) if "onnx_threads" in parser else 0, torch_device)
     return BundleModel(
         bundle_root=root, checkpoint=checkpoint, network=network, preprocessing=get("preprocessing"),
         postprocessing=get("postprocessing"), class_names=[str(c) for c in get("class_names")], task=get("task"),
         threshold=class_thresholds(get("threshold"), [str(c) for c in get("class_names")]), device=torch_device, amp=bool(get("amp")),
         require_chest=bool(get("require_chest")), saliency_enabled=bool(get("saliency_enabled")),
         saliency_method=get("saliency_method"), saliency_layer=get("saliency_layer"),
-        image_size=int(get("image_size")), metadata=metadata)
+        image_size=int(get("image_size")), metadata=metadata, backend=backend, predictor=predictor)

@@ -6,6 +6,8 @@ is the command-line front end. One concern per module:
 
 * :mod:`~bundle.export.exporters`: TorchScript and ONNX with MONAI's exporters, and the check
   that they agree with the PyTorch network;
+* :mod:`~bundle.export.quantize`: ``models/model_int8.onnx`` (ONNX Runtime static int8, QDQ) calibrated on the
+  model's training images and checked on its test split (``--int8``);
 * :mod:`~bundle.export.package`: :func:`export_bundle`, which assembles the bundle folder;
 * :mod:`~bundle.export.files`: file hashes, ``large_files.yml`` and the reproducible zip;
 * :mod:`~bundle.export.model_card`: ``docs/README.md``, filled from ``templates/model_card.md``;

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from bundle.checkpoints import CheckpointError, check_state_dict, read_state_dict
+from bundle.data.errors import CXRDataError
 from bundle.thresholds import read_thresholds_file
 
 from .data_license import data_license
@@ -28,6 +29,7 @@ from .errors import ExportError
 from .exporters import check_agreement, compare_exports, export_onnx, export_torchscript
 from .files import file_sha256, large_files_yaml, write_zip
 from .model_card import model_card
+from .quantize import Int8Report, calibration_records, quantize_int8
 from .schema import MetadataCheck, local_schema_copies, validate_metadata
 
 __all__ = ["DEFAULT_NAME", "ExportResult", "export_bundle"]
@@ -53,6 +55,7 @@ class ExportResult:
     files: list[str] = field(default_factory=list)
     metadata_check: MetadataCheck | None = None
     thresholds: dict[str, float] | None = None  # the per-class decision thresholds written into inference.json
+    int8: Int8Report | None = None
 
 
 @dataclass
@@ -172,6 +175,36 @@ def _export_and_compare(root: Path, model: _Model, onnx: bool) -> tuple[list[str
     return model_files, agreement
 
 
+def _export_int8(root: Path, model: _Model, options: Mapping[str, Any], dataset: str | None) -> Int8Report:
+    """``models/model_int8.onnx`` (+ ``model_int8.json``) from ``models/model.onnx``, calibrated on the training split
+    of the data set named in ``options`` and checked on its test split (:mod:`bundle.export.quantize`)."""
+    from monai.bundle import ConfigParser
+
+    name = options.get("dataset") or dataset
+    folder = options.get("dataset_dir")
+    if not name or not folder:
+        raise ExportError("--int8 needs the model's training data for calibration: --calibration_dir <folder> "
+                          "(and --calibration_dataset <name> when metrics.json does not say it)")
+    seed = int(options.get("split_seed", 0))
+    check_split = str(options.get("check_split", "test"))
+    try:
+        calibration, check, _ = calibration_records(name, folder, seed, int(options.get("images", 128)), check_split)
+    except CXRDataError as error:
+        raise ExportError(f"int8 calibration data: {error}") from None
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(root), "on_error": "record", "image_size": model.image_size})
+    preprocessing = parser.get_parsed_content("preprocessing")
+    source = {"dataset": name, "dataset_dir": str(folder), "split": "train", "split_seed": seed,
+              "how": f"the first {int(options.get('images', 128))} images of the training split in a seeded "
+                     f"(split_seed) random order, read with configs/inference.json#preprocessing"}
+    return quantize_int8(root / "models" / "model.onnx", root / "models" / "model_int8.onnx", preprocessing,
+                         calibration, check, model.class_names, str(model.config.get("task", "multilabel")),
+                         method=str(options.get("method", "minmax")),
+                         max_auc_drop=float(options.get("max_auc_drop", 0.005)), calibration_source=source,
+                         check_split=check_split)
+
+
 def _write_docs(root: Path, name: str, repo_root: Path, model: _Model, metadata: Mapping[str, Any],
                 metrics: Mapping[str, Any] | None, dataset: str | None, model_files: list[str],
                 data_license_file: str | os.PathLike | None) -> None:
@@ -207,6 +240,7 @@ def export_bundle(
     download_schema: bool = True,
     overwrite: bool = False,
     repo_root: str | os.PathLike = REPO_ROOT,
+    int8: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Assemble ``<out>/<name>/`` and ``<out>/<name>_v<version>.zip`` from a checkpoint (see :mod:`bundle.export`).
 
@@ -236,6 +270,9 @@ def export_bundle(
             :func:`~bundle.export.schema.local_schema_copies`, else MONAI's download (``download_schema``).
         download_schema: download the schema when no local copy is found.
         overwrite: replace an existing ``<out>/<name>``.
+        int8: also write ``models/model_int8.onnx`` (implies ONNX), calibrated and checked as
+            :mod:`bundle.export.quantize` says; keys ``dataset``, ``dataset_dir`` (required), ``split_seed``,
+            ``images``, ``method``, ``check_split``, ``max_auc_drop``.
     """
     repo_root = Path(repo_root)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
@@ -258,7 +295,11 @@ def export_bundle(
         _write_sources(root, repo_root, model, metadata, overridden=bool(overrides) or model.thresholds is not None)
         metadata_check = validate_metadata(root / "configs" / "metadata.json", schema,
                                            search=local_schema_copies(repo_root), download=download_schema)
-        model_files, agreement = _export_and_compare(root, model, onnx)
+        model_files, agreement = _export_and_compare(root, model, onnx or int8 is not None)
+        int8_report = None
+        if int8 is not None:
+            int8_report = _export_int8(root, model, int8, dataset)
+            model_files.append("models/model_int8.onnx")
         _write_docs(root, name, repo_root, model, metadata, metrics_content, dataset, model_files,
                     data_license_file)
         if bundle_dir.exists():
@@ -271,4 +312,5 @@ def export_bundle(
     zip_path = write_zip(bundle_dir, out / f"{name}_v{metadata['version']}.zip") if zip_bundle else None
     files = sorted(p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*") if p.is_file())
     return ExportResult(bundle_dir=bundle_dir, zip_path=zip_path, agreement=agreement, files=files,
-                        metadata_check=metadata_check, thresholds=model.thresholds)
+                        metadata_check=metadata_check, thresholds=model.thresholds,
+                        int8=int8_report)

@@ -140,6 +140,8 @@ class MobileNetV3(nn.Module):
         super().__init__()
         if width_mult <= 0:
             raise ValueError(f"width_mult must be positive, got {width_mult}")
+        if not 1 <= len(config) <= 5:
+            raise ValueError(f"config has {len(config)} stages; MobileNetV3 has 1 to 5 (one per output stride)")
         stem = _divisible(16 * width_mult)
         self.stem = _conv_bn(in_channels, stem, 3, stride=2, activation="HS")
         previous = stem
@@ -174,7 +176,16 @@ class MobileNetV3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        for index in range(1, self.num_stages + 1):
-            x = getattr(self, f"stage{index}")(x)
+        # written out (hasattr is decided when TorchScript compiles): scripting takes no getattr of a computed name
+        if hasattr(self, "stage1"):
+            x = self.stage1(x)
+        if hasattr(self, "stage2"):
+            x = self.stage2(x)
+        if hasattr(self, "stage3"):
+            x = self.stage3(x)
+        if hasattr(self, "stage4"):
+            x = self.stage4(x)
+        if hasattr(self, "stage5"):
+            x = self.stage5(x)
         x = self.head(x)
         return self.classifier(torch.flatten(self.pool(x), 1))
