@@ -112,13 +112,15 @@ def make_cam(method: str, network: torch.nn.Module, target_layer: str) -> GradCA
 
 
 def saliency_targets(probabilities: torch.Tensor, task: str, threshold: float | Sequence[float] = 0.5,
-                     max_classes: int = 3) -> list[list[int]]:
+                     max_classes: int = 3, ranking: torch.Tensor | None = None) -> list[list[int]]:
     """Per sample, the class indices to explain (see the module docstring); ``threshold``: one for every class
-    or one per class (in class order)."""
+    or one per class (in class order). ``ranking`` (the logits, where known) orders the classes: saturated
+    float32 probabilities tie (1.0 for two classes) where the logits do not, and the top class must be the
+    logits' arg-max, whose map the first Grad-CAM pass already made."""
     targets = []
-    for p in probabilities:
+    for row, p in enumerate(probabilities):
         thresholds = [float(threshold)] * len(p) if np.ndim(threshold) == 0 else [float(t) for t in threshold]
-        order = torch.argsort(p, descending=True).tolist()
+        order = torch.argsort(p if ranking is None else ranking[row], descending=True, stable=True).tolist()
         chosen = order[:1] if task == "multiclass" else ([k for k in order if p[k] >= thresholds[k]] or order[:1])
         targets.append(chosen[:max_classes])
     return targets
@@ -311,7 +313,8 @@ class SaliencyWriter:
                     handle.remove()
                 logits = captured[-1].detach()
                 probabilities = torch.from_numpy(task_probabilities(logits.cpu(), self.task))
-            targets = saliency_targets(probabilities, self.task, self.threshold, self.max_classes)
+            targets = saliency_targets(probabilities, self.task, self.threshold, self.max_classes,
+                                       ranking=None if logits is None else logits.float().cpu())
             if logits is not None:
                 top = logits.argmax(1).tolist()
                 maps = {(row, top[row]): top_maps[row] for row in range(len(top))}
