@@ -218,7 +218,7 @@ class SaliencyWriter:
         if method not in METHODS:
             raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
         names = {name for name, _ in network.named_modules()}
-        if target_layer not in names:
+        if self.enabled and target_layer not in names:  # disabled: another network needs no saliency layer
             raise ValueError(f"{type(network).__name__} has no module {target_layer!r} for saliency")
         self.cam = make_cam(method, network, target_layer) if self.enabled else None
         self.network, self.target_layer = network, target_layer
