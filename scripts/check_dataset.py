@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"problems written to {args.report}")
     if problems:
         print("training would stop at its data check: fix or remove these records, or train with "
-              "--skip_bad_records true to leave them out")
+              "--skip_bad_records True to leave them out")
         return 1
     print("no problems: training can start")
     return 0

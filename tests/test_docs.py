@@ -168,6 +168,14 @@ def test_commands_use_the_venv_and_no_placeholders():
             assert "path/to/" not in command, f"{block.where}: `{command.strip()}` names a placeholder path"
 
 
+def test_yes_no_options_are_written_as_python_literals():
+    """``monai.bundle run`` reads its options with fire: ``--resume false`` passes the text "false", which is true."""
+    lowercase = re.compile(r"--(?!set\b)[\w#]+[ =](false|true)\b")
+    for page in documentation_pages():
+        for number, line in enumerate((REPO_ROOT / page).read_text().splitlines(), 1):
+            assert not lowercase.search(line), f"{page}:{number}: write True / False: {line.strip()}"
+
+
 def test_readme_is_short_and_links_every_docs_page():
     readme = (REPO_ROOT / "README.md").read_text()
     lines = readme.splitlines()

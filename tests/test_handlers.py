@@ -129,7 +129,7 @@ def test_other_processes_keep_only_warnings_and_errors(monkeypatch):
 
 
 def test_saliency_writer_checks_its_layer_only_when_enabled(tmp_path):
-    """Recording another network's predictions with --saliency_enabled false (docs/recorded_teacher.md): the
+    """Recording another network's predictions with --saliency_enabled False (docs/recorded_teacher.md): the
     default saliency layer of the 3-conv student need not exist in it."""
     from monai.networks.nets import DenseNet121
 

@@ -207,7 +207,7 @@ class SaliencyWriter:
         method: ``"gradcam"`` or ``"gradcampp"``.
         threshold, max_classes: which classes to explain (see :func:`saliency_targets`).
         overlay: also write the PNG overlay (on the radiograph read again at full resolution).
-        enabled: False: attach nothing and place no hooks (``--saliency_enabled false``).
+        enabled: False: attach nothing and place no hooks (``--saliency_enabled False``).
     """
 
     def __init__(self, network: torch.nn.Module, target_layer: str, output_dir: str | os.PathLike,
