@@ -2,6 +2,12 @@
 
 __version__ = "0.7.0"
 
+import warnings  # noqa: E402
+
+# With the deploy extra installed, `import monai` imports Holoscan, whose import warns that the 8 MB default stack
+# is below the 32 MB it recommends for its applications: not about this package (docs/setup.md says so once).
+warnings.filterwarnings("ignore", message="Current stack size", category=RuntimeWarning)
+
 from . import (  # noqa: E402
     console, data, distill, engines, error_report, handlers, inference, localization, losses, metrics, networks,
     runtime,

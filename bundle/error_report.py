@@ -16,10 +16,20 @@ what to do) is the last thing printed::
 ``CXR_DISTILL_TRACEBACK=1`` prints the whole traceback before that (the file is still written);
 ``CXR_DISTILL_TRACEBACK_FILE`` chooses the file. Any other uncaught error is printed as Python
 prints it. The exit status stays 1.
+
+Under ``torchrun`` every process usually meets the same data error (each reads the data set and the
+checkpoints). It reads as in one process: the first process (``RANK`` 0) prints the message, the others
+print nothing (and wait a few seconds before they exit, so that the first process is the one torchrun
+reports), and every failing process records the message in the error file that
+``torch.distributed.elastic`` names in ``TORCHELASTIC_ERROR_FILE`` (the file its ``record`` decorator
+would write), so torchrun's closing failure summary shows the message (``traceback : error: ...``) instead
+of "To enable traceback see ...". The message bypasses the ``[rank<N>]:`` prefix that
+``torch.distributed.init_process_group`` adds to uncaught errors.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -40,6 +50,8 @@ TRACEBACK_FILE_ENV = "CXR_DISTILL_TRACEBACK_FILE"
 _WORKER_ERROR = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback", re.S)
 _WORKER_DATA_ERROR = re.compile(r"^(?:[\w.]+\.)?(?:CXRDataError|DataProblem): (.+)$", re.M)
 _previous_hook = sys.excepthook
+# torchrun stops every process when the first one fails and names that one the root cause
+_OTHER_RANKS_DELAY_S = 5.0
 
 
 def data_error_in(error: BaseException | None) -> CXRDataError | CheckpointError | OSError | None:
@@ -75,6 +87,8 @@ def _message(error: CXRDataError | CheckpointError | OSError) -> str:
     if isinstance(error, CheckpointError):
         return str(error)
     if isinstance(error, OSError) and not isinstance(error, CXRDataError):
+        if error.strerror and str(error.filename) in error.strerror:  # a message of ours that names the file
+            return error.strerror
         return f"{error.filename}: {error.strerror or error}"
     text = str(error)
     if _WORKER_ERROR.match(error.problem or ""):  # the worker's last line: "...CXRDataError: <file>: <problem>"
@@ -91,6 +105,28 @@ def _traceback_file() -> str:
     return os.path.join(tempfile.gettempdir(), f"cxr-distill-error-{stamp}-{os.getpid()}.txt")
 
 
+def _torchrun_rank() -> int | None:
+    """This process's rank when ``torchrun`` (torch.distributed.elastic) started it, else None."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ and "TORCHELASTIC_ERROR_FILE" not in os.environ:
+        return None
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _record_for_torchrun(message: str) -> None:
+    """Write ``message`` to torch.distributed.elastic's error file, which torchrun's failure summary shows."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    try:
+        with open(path, "w") as stream:  # ErrorHandler's format with a plain message: shown as it is
+            json.dump({"message": message, "timestamp": int(time.time())}, stream)
+    except OSError:
+        pass
+
+
 def report_uncaught(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
     """``sys.excepthook``: a data error's message last, its traceback in a file (see the module docstring)."""
     data_error = data_error_in(error)
@@ -101,6 +137,16 @@ def report_uncaught(kind: type[BaseException], error: BaseException, trace: Trac
         sys.stdout.flush()  # what the run printed comes first, also when stdout is a pipe or a log file
     except (OSError, ValueError):
         pass
+    message = f"error: {_message(data_error)}"
+    advice = getattr(data_error, "advice", None)
+    if advice is None and isinstance(data_error, CXRDataError) and _WORKER_ERROR.match(data_error.problem or ""):
+        advice = load_advice()  # a worker's error comes back without its attributes: it was the loader's
+    rank = _torchrun_rank()
+    if rank is not None:
+        _record_for_torchrun(message + (f" {advice}" if advice else ""))
+        if rank > 0:  # the first process says it (the others meet the same error): give it time to be first
+            time.sleep(_OTHER_RANKS_DELAY_S)
+            return
     full = "".join(traceback.format_exception(kind, error, trace))
     path = _traceback_file()
     try:
@@ -109,17 +155,15 @@ def report_uncaught(kind: type[BaseException], error: BaseException, trace: Trac
         where = f"full traceback in {path}"
     except OSError as exc:  # never hide the message behind a second error
         where = f"the traceback could not be written to {path}: {exc.strerror or exc}"
-    stream = sys.stderr
+    # under torchrun, past the "[rank0]:" prefix that init_process_group's hook puts on what sys.stderr gets
+    stream = (sys.__stderr__ or sys.stderr) if rank is not None else sys.stderr
     if os.environ.get(TRACEBACK_ENV, "").strip().lower() in ("1", "true", "yes", "full"):
         stream.write(full)
         stream.write("\n")
     kind_of_error = ("a data error" if isinstance(data_error, CXRDataError) else
                      "a checkpoint error" if isinstance(data_error, CheckpointError) else "a file error")
     stream.write(f"cxr-distill: stopped by {kind_of_error} ({where}; {TRACEBACK_ENV}=1 prints it here)\n")
-    stream.write(f"error: {_message(data_error)}\n")
-    advice = getattr(data_error, "advice", None)
-    if advice is None and isinstance(data_error, CXRDataError) and _WORKER_ERROR.match(data_error.problem or ""):
-        advice = load_advice()  # a worker's error comes back without its attributes: it was the loader's
+    stream.write(f"{message}\n")
     if advice:
         stream.write(f"{advice}\n")
     stream.flush()

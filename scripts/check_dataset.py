@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"problems written to {args.report}")
     if problems:
         print("training would stop at its data check: fix or remove these records, or train with "
-              "--skip_bad_records true to leave them out")
+              "--skip_bad_records True to leave them out")
         return 1
     if warnings:
         print(f"no problems: training can start, but read the {len(warnings)} warning(s) about the classes above")

@@ -36,6 +36,13 @@ thing imports:
   ("operator torchvision::nms does not exist"). Where torchvision cannot be imported, a stand-in whose two
   functions raise ``NotImplementedError`` is used; classification never calls them.
 
+A refused image (not a chest radiograph, undecodable, constant ...: the bundle's loader raises a
+``CXRDataError``) is answered ``422 Unprocessable Entity`` with the reason as the ``detail`` and logged in one
+line naming what the client sent (``the uploaded file 'knee.dcm'``), not the temporary copy MONAI Label
+reads (``/tmp/tmpgaygbqet.dcm``), and with advice that a MONAI Label user can follow (export the bundle with
+``--set require_chest=false``) instead of the loader's ``require_chest=False`` (:func:`explain_refused_images`;
+without it, MONAI Label 0.8.5 answers ``500 Internal Server Error`` and logs a traceback).
+
 The server runs until stopped (Ctrl-C, or SIGTERM to its process id); it listens on 127.0.0.1 unless
 ``--host`` says otherwise (MONAI Label has no authentication by default).
 """
@@ -82,6 +89,64 @@ def install_compatibility_shims() -> list[str]:
     return applied
 
 
+# the loader's advice names its Python parameter; a MONAI Label user changes the served bundle's config instead
+_LOADER_ADVICE = "pass require_chest=False to load it anyway"
+SERVER_ADVICE = ("to classify such images anyway, serve a bundle exported with --set require_chest=false "
+                 "(scripts/export_bundle.py)")
+
+
+def _data_error(error: BaseException | None) -> BaseException | None:
+    """The bundle's data error (``CXRDataError``, by name: the bundle's code may be the exported copy) behind
+    ``error``, or None."""
+    seen: list[BaseException] = []
+    while error is not None and all(error is not e for e in seen):
+        if any(cls.__name__ == "CXRDataError" for cls in type(error).__mro__):
+            return error
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def refusal_message(error: BaseException, sent: str) -> str:
+    """The loader's reason for refusing an image, naming ``sent`` (what the client sent) instead of the path the
+    server read, with advice for the server's user."""
+    problem = getattr(error, "problem", None) or str(error)
+    return f"{sent}: {problem.replace(_LOADER_ADVICE, SERVER_ADVICE)}"
+
+
+def explain_refused_images() -> None:
+    """Answer a request whose image the bundle's loader refuses with 422 and its reason, and log it in one line
+    naming the uploaded file (MONAI Label keeps only its suffix for the temporary copy it reads)."""
+    import logging
+
+    import monailabel.endpoints.infer as infer
+    from fastapi import HTTPException
+
+    original = infer.run_inference
+    if getattr(original, "explains_refused_images", False):
+        return
+    logger = logging.getLogger("cxr-distill")
+
+    def run_inference(background_tasks, model, image="", session_id="", params="{}", file=None, label=None,
+                      output=None):
+        try:
+            return original(background_tasks, model, image, session_id, params, file, label, output)
+        except Exception as error:
+            refused = _data_error(error)
+            if refused is None:
+                raise
+            if file is not None:
+                sent = f"the uploaded file {file.filename!r}" if file.filename else "the uploaded file"
+            else:
+                sent = f"image {image!r}" if image else f"the image of session {session_id!r}"
+            message = refusal_message(refused, sent)
+            logger.error("refused: %s", message)
+            raise HTTPException(status_code=422, detail=message) from None
+
+    run_inference.explains_refused_images = True
+    infer.run_inference = run_inference
+
+
 def bundle_name(bundle: Path) -> str:
     """The model name MONAI Label serves: the bundle folder's name, or the zip's without ``_v<version>``."""
     if bundle.suffix == ".zip":
@@ -96,8 +161,8 @@ def bundle_name(bundle: Path) -> str:
 def check_bundle(bundle: Path) -> None:
     """Refuse what MONAI Label would refuse later and less clearly."""
     if not bundle.exists():
-        raise SystemExit(f"error: {bundle}: no such bundle (export one first: python scripts/export_bundle.py "
-                         "--ckpt outputs/student/model.pt --out outputs/export)")
+        raise SystemExit(f"error: {bundle}: no such bundle (export one first: .venv/bin/python "
+                         "scripts/export_bundle.py --ckpt outputs/student/model.pt --out outputs/monailabel_export)")
     if bundle.is_dir():
         for required in ("configs/inference.json", "configs/metadata.json", "models/model.pt"):
             if not (bundle / required).is_file():
@@ -182,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cxr-distill: compatibility shims (see scripts/monailabel_server.py): {'; '.join(shims)}", flush=True)
     print(f"cxr-distill: model {name}: POST an image to http://{args.host}:{args.port}/infer/{name}?output=json",
           flush=True)
+    explain_refused_images()
     sys.argv = ["monailabel", *server_argv]
     Main().run()
     return 0

@@ -29,6 +29,7 @@ PIP=(.venv/bin/python -m pip install --quiet)
 # pip's resolver: monailabel requires monai[torchvision], which pip resolves to a CUDA torch build (GBs) in
 # place of the pinned one. So monailabel --no-deps, then every requirement it declares except:
 #   monai's torchvision extra (the problem above; its other extras, skimage, psutil, gdown ..., are installed)
+#   monai's itk extra: the whole ITK (1.5 GB); MONAI Label's ITK writer needs only itk-io, which the bundle has
 #   sam2          an optional model, which pulls torch and torchvision
 #   numpymaxflow  for the radiology app's scribbles (not the monaibundle app); it pins numpy<2
 #   pydicom-seg   installed --no-deps: 0.4.1, its last release, pins numpy<2 and jsonschema<4; SimpleITK,
@@ -46,7 +47,7 @@ from packaging.requirements import Requirement
 left_out = {"sam2", "numpymaxflow", "pydicom-seg"}
 for line in requires("monailabel"):
     requirement = Requirement(line)
-    requirement.extras.discard("torchvision")
+    requirement.extras.difference_update({"torchvision", "itk"})
     if requirement.name.lower() not in left_out and (requirement.marker is None or requirement.marker.evaluate()):
         print(requirement)
 PYTHON

@@ -63,3 +63,10 @@ def error_chain(error: BaseException) -> list[BaseException]:
         chain.append(error)
         error = error.__cause__ or error.__context__
     return chain
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """The docs test (every documented command, minutes) first, so that pytest-xdist runs it beside the rest of
+    the suite instead of after it."""
+    items.sort(key=lambda item: item.name != "test_every_documented_command_runs_on_a_fresh_clone")

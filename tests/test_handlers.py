@@ -126,3 +126,17 @@ def test_other_processes_keep_only_warnings_and_errors(monkeypatch):
         for h in (h for item in loggers for h in item.handlers):
             h.filters = [f for f in h.filters if not isinstance(f, FirstProcessOnly)]
         logging.getLogger().setLevel(root_level)
+
+
+def test_saliency_writer_checks_its_layer_only_when_enabled(tmp_path):
+    """Recording another network's predictions with --saliency_enabled False (docs/recorded_teacher.md): the
+    default saliency layer of the 3-conv student need not exist in it."""
+    from monai.networks.nets import DenseNet121
+
+    from bundle.handlers import SaliencyWriter
+
+    network = DenseNet121(spatial_dims=2, in_channels=1, out_channels=3)
+    writer = SaliencyWriter(network, "conv3", tmp_path, ["a", "b", "c"], enabled=False)
+    assert writer.cam is None
+    with pytest.raises(ValueError, match="DenseNet121 has no module 'conv3'"):
+        SaliencyWriter(network, "conv3", tmp_path, ["a", "b", "c"])

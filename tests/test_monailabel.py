@@ -20,10 +20,10 @@ MONAI Label's ``BundleInferTask`` (monailabel 0.8.5, ``monailabel/tasks/infer/bu
   per channel. Its ``Restored`` post transform is a no-op here (no ``image_meta_dict``, a 1-D ``pred``).
 
 The first test checks that contract without monailabel. The second starts a real MONAI Label server with the
-README's command (``scripts/monailabel_server.py``: MONAI Label's own monaibundle app and ``start_server``, with
+README's commands (``scripts/export_bundle.py``, then ``scripts/monailabel_server.py``: MONAI Label's own monaibundle app and ``start_server``, with
 two documented compatibility shims), POSTs a real DICOM and a PNG to ``/infer/<model>`` over HTTP and stops the
 server by its process id; it skips when monailabel is not installed, and fails instead under CI=true, where
-``scripts/setup_env.sh --tests`` installs it. Details: README, "Use in MONAI Label".
+``scripts/setup_env.sh --tests`` installs it. Details: README, "MONAI Label", and docs/monailabel.md.
 """
 
 from __future__ import annotations
@@ -54,13 +54,19 @@ from export_support import CLASSES, DICOM, NAME, PNG, random_student_checkpoint,
 NOT_CHEST = "dicom/tibia_cr_not_chest_j2k.dcm"  # a real CR of a tibia (BodyPartExamined EXTREMITY)
 
 
+def readme_export_folder() -> str:
+    """``--out`` of the README's MONAI Label export command (``outputs/monailabel_export``)."""
+    tokens = shlex.split(readme_command(".venv/bin/python scripts/export_bundle.py"))
+    return tokens[tokens.index("--out") + 1]
+
+
 @pytest.fixture(scope="module")
 def user_folder(tmp_path_factory) -> Path:
-    """A user's working folder after ``python scripts/export_bundle.py ... --out outputs/export``."""
+    """A user's working folder after the README's ``scripts/export_bundle.py ... --out outputs/monailabel_export``."""
     folder = tmp_path_factory.mktemp("monailabel")
     schema = require_shared("../monai/meta_schema_20240725.json")
     checkpoint = random_student_checkpoint(folder / "outputs" / "student" / "model.pt")
-    export_bundle(checkpoint, folder / "outputs" / "export", NAME, schema=schema, zip_bundle=False)
+    export_bundle(checkpoint, folder / readme_export_folder(), NAME, schema=schema, zip_bundle=False)
     return folder
 
 
@@ -68,7 +74,7 @@ def user_folder(tmp_path_factory) -> Path:
 def app_model_dir(user_folder):
     """The exported bundle where the monaibundle app keeps its models: ``<app>/model/<name>/``."""
     target = user_folder / "app" / "model" / NAME
-    shutil.copytree(user_folder / "outputs" / "export" / NAME, target)
+    shutil.copytree(user_folder / readme_export_folder() / NAME, target)
     return target
 
 
@@ -112,9 +118,9 @@ def test_bundle_meets_the_bundle_infer_task_contract(app_model_dir):
 
 
 def readme_command(prefix: str) -> str:
-    """The command line of README's "Use in MONAI Label" section that starts with ``prefix`` (continuations joined)."""
+    """The command line of README's "MONAI Label" section that starts with ``prefix`` (continuations joined)."""
     text = (REPO_ROOT / "README.md").read_text()
-    section = re.search(r"^## Use in MONAI Label\n(.*?)(?=^## )", text, flags=re.M | re.S).group(1)
+    section = re.search(r"^## MONAI Label\n(.*?)(?=^## )", text, flags=re.M | re.S).group(1)
     lines = [m for m in re.findall(r"^(.+?(?:\\\n.+?)*)$", section, flags=re.M) if m.startswith(prefix)]
     assert len(lines) == 1, f"README's MONAI Label section should show one `{prefix} ...` command"
     return lines[0].replace("\\\n", " ")
@@ -136,7 +142,7 @@ def _require_monailabel() -> None:
 
 @pytest.mark.timeout(300)
 def test_readme_command_serves_the_bundle_over_http(user_folder):
-    """The README's server command, run as a user would from the folder holding outputs/export/; the scores
+    """The README's server command, run as a user would from the folder holding its export; the scores
     MONAI Label answers over HTTP are the bundle's own (configs/inference.json) for a real DICOM and a PNG."""
     _require_monailabel()
     import httpx
@@ -168,7 +174,7 @@ def test_readme_command_serves_the_bundle_over_http(user_folder):
         assert model["labels"] == {c.lower(): i for i, c in enumerate(CLASSES)}
 
         images = [require_shared(DICOM), require_shared(PNG)]
-        expected = reference_probabilities(user_folder / "outputs" / "export" / NAME, images)
+        expected = reference_probabilities(user_folder / readme_export_folder() / NAME, images)
         for image, probabilities in zip(images, expected):
             with image.open("rb") as stream:
                 answer = httpx.post(f"{url}/infer/{NAME}", params={"output": "json"},
@@ -183,7 +189,11 @@ def test_readme_command_serves_the_bundle_over_http(user_folder):
         with require_shared(NOT_CHEST).open("rb") as stream:
             refused = httpx.post(f"{url}/infer/{NAME}", params={"output": "json"},
                                  files={"file": (NOT_CHEST.rsplit("/", 1)[-1], stream)}, timeout=120)
-        assert refused.status_code >= 400, refused.text[-2000:]  # MONAI Label answers 500; its log names the problem
+        # 422 with the reason, naming what was sent (not the server's temporary copy) and an option that exists
+        assert refused.status_code == 422, refused.text[-2000:]
+        detail = refused.json()["detail"]
+        assert detail.startswith("the uploaded file 'tibia_cr_not_chest_j2k.dcm': BodyPartExamined is 'EXTREMITY'")
+        assert "--set require_chest=false" in detail and "require_chest=False" not in detail
         children = psutil.Process(server.pid).children(recursive=True)
     finally:
         server.send_signal(signal.SIGTERM)  # by its process id, as a user's kill would
@@ -199,10 +209,12 @@ def test_readme_command_serves_the_bundle_over_http(user_folder):
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]  # nothing left
     printed = (user_folder / "server.log").read_text()
     assert "Application startup complete" in printed and "Application shutdown complete" in printed
-    assert "BodyPartExamined is 'EXTREMITY', not a chest" in printed  # why the refused file had no scores
+    refusals = [line for line in printed.splitlines() if "BodyPartExamined is 'EXTREMITY', not a chest" in line]
+    assert len(refusals) == 1 and "refused: the uploaded file 'tibia_cr_not_chest_j2k.dcm'" in refusals[0]
+    assert not re.search(r"tmp\w+\.dcm", refusals[0]) and "Traceback" not in printed
     assert "Finished server process" in printed
     link = user_folder / "outputs" / "monailabel" / "monaibundle" / "model" / NAME
-    assert link.resolve() == (user_folder / "outputs" / "export" / NAME).resolve()
+    assert link.resolve() == (user_folder / readme_export_folder() / NAME).resolve()
 
 
 def test_server_script_refuses_what_monailabel_would_fail_on_later(tmp_path, user_folder):
@@ -214,7 +226,7 @@ def test_server_script_refuses_what_monailabel_would_fail_on_later(tmp_path, use
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     renamed = tmp_path / "cxr_distill_student"
-    shutil.copytree(user_folder / "outputs" / "export" / NAME, renamed)
+    shutil.copytree(user_folder / readme_export_folder() / NAME, renamed)
     (tmp_path / "empty").mkdir()
     cases = {tmp_path / "missing": "no such bundle (export one first",
              tmp_path / "empty": "not a bundle folder (configs/inference.json is missing)",

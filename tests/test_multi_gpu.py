@@ -96,3 +96,27 @@ def test_adapter_gradients_are_averaged_across_processes():
     for rank in range(2):
         weight, bias = results[rank]
         assert torch.allclose(weight, torch.full_like(weight, 1.5)) and torch.allclose(bias, torch.full_like(bias, 5.0))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_error_under_torchrun_reads_as_in_one_process(tmp_path):
+    """Both processes miss the assistant checkpoint: the message is printed once, by the first process, with no
+    rank's traceback, and torchrun's failure summary carries it (torch.distributed.elastic's error file)."""
+    missing = tmp_path / "assistant" / "model.pt"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+               "-m", "monai.bundle", "run", "training",
+               "--config_file", "['configs/student.json','configs/multi_gpu_train.json']",
+               *_cli(output_dir=str(tmp_path / "student"), max_epochs=1, assistant_ckpt=str(missing), **TINY)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("CXR_DISTILL_TRACEBACK", None)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    message = f"error: assistant checkpoint not found: '{missing}'. Train the assistant stage first"
+    printed = [line for line in output.splitlines() if line.startswith(message)]
+    assert len(printed) == 1, output[-4000:]
+    assert "[rank0]" not in output and "[rank1]" not in output  # no process's traceback
+    summary = output[output.index("Root Cause"):]
+    assert f"traceback : {message}" in summary, summary
+    assert "To enable traceback see" not in output
+    assert not (tmp_path / "student" / "model.pt").exists()

@@ -349,7 +349,7 @@ class LoadCXRd(MapTransform):
 
 #: What to do about an image the loader refused while a run reads its data (the last line the user sees).
 LOAD_ADVICE = ("Fix or remove this file; `python scripts/check_dataset.py --dataset ... --dataset_dir ...` lists "
-               "every bad file of a data set at once, and training with --skip_bad_records true leaves them out.")
+               "every bad file of a data set at once, and training with --skip_bad_records True leaves them out.")
 _run_advice: str | None = None
 
 

@@ -11,16 +11,18 @@ chest radiograph whose header is wrong (e.g. ``BodyPartExamined`` left at a defa
 
 Exit status (:data:`EXIT_STATUS`): 0 on success; 2 for unusable input (the last line names the file:
 not DICOM, no pixel data, not a chest radiograph, ...) or an unusable model path, with nothing
-written; 1 otherwise (the SDK not installed, or an error of the app itself, with its traceback).
+written (an output folder the run made is removed again); 1 otherwise (the SDK not installed, or an error of the app itself, with its traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import re
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["EXIT_STATUS", "main"]
 
@@ -56,6 +58,30 @@ def _for_this_command(message: str) -> str:
     return _LOADER_ADVICE.sub(f"pass {ALLOW_NON_CHEST} to classify it anyway", message)
 
 
+def _output_folder(sdk_argv: Sequence[str]) -> Path:
+    """The output folder the SDK's parser will take (``-o``, else ``HOLOSCAN_OUTPUT_PATH``, else ``output``)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-o", "--output", default=None)
+    known, _ = parser.parse_known_args(list(sdk_argv))
+    return Path(known.output or os.environ.get("HOLOSCAN_OUTPUT_PATH") or "output")
+
+
+def _quiet_holoscan(sdk_argv: Sequence[str]) -> None:
+    """Holoscan's own INFO and WARN lines off, unless asked for (``-l``, ``HOLOSCAN_LOG_LEVEL``).
+
+    On every run Holoscan logs its graph's life (~10 lines), warns that its probe of the CUDA driver failed
+    on a machine without a GPU (it then runs on the CPU, as this app does there), warns about the stack size,
+    and ends with the greedy scheduler's "Some entities are waiting for execution, but there are no periodic
+    or async entities to get out of the deadlock": its normal stop once the one-image graph has run. None of
+    them concerns the user; errors still show. highdicom logs each DICOM module it copies into the SR, at INFO.
+    """
+    asked = any(a in ("-l", "--log-level") or a.startswith("--log-level=") for a in sdk_argv)
+    if asked or "HOLOSCAN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["HOLOSCAN_LOG_LEVEL"] = "ERROR"  # read by Holoscan when the application starts
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the app once; ``argv`` as ``sys.argv`` (its first item is the program name)."""
     from bundle.checkpoints import CheckpointError
@@ -76,7 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .model import load_bundle
 
     sdk_argv = [argv[0], *sdk_argv, *(["--help"] if options.help else [])]
-    app_context = init_app_context(sdk_argv)  # the SDK's parser: its own errors and --help exit here
+    _quiet_holoscan(sdk_argv)
+    output = _output_folder(sdk_argv[1:])
+    output_existed = output.exists()
+    app_context = init_app_context(sdk_argv)  # the SDK's parser (its own errors and --help exit here) makes -o
     overrides = {"require_chest": False} if options.allow_non_chest else {}
     if options.backend:
         overrides["backend"] = options.backend
@@ -86,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = load_bundle(app_context.model_path, overrides=overrides)  # before Holoscan starts, which logs
         ChestXRayClassifierApp([argv[0]], app_context=app_context, model=model).run()
     except (CXRDataError, CheckpointError, FileNotFoundError) as error:
+        if not output_existed and output.is_dir() and not any(output.iterdir()):
+            output.rmdir()  # nothing written: not even the folder the SDK made for the outputs
         print(f"error: {_for_this_command(str(error))}", file=sys.stderr)
         return BAD_INPUT_EXIT_STATUS
     return 0

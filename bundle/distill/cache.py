@@ -10,7 +10,7 @@ the training list (``sample_index``) instead of running the teacher every epoch.
 
 Interaction with augmentation. The cached targets are those of the *unaugmented*
 image, while the student sees the augmented one. Without augmentation
-(``--augment false``) the cached loss equals the online loss exactly
+(``--augment False``) the cached loss equals the online loss exactly
 (tested). With augmentation the student is asked to match, on a shifted or rotated
 image, the teacher's answer for the original: logits are nearly invariant to the mild
 augmentation used here, but feature maps are spatial and are then compared with a

@@ -17,6 +17,7 @@ mask of those it has. Three sources keep that contract:
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
@@ -76,10 +77,12 @@ def load_frozen(
         ValueError: the checkpoint cannot be read or does not fit the network (e.g. another class count).
     """
     if checkpoint is None or not os.path.isfile(checkpoint):
-        raise FileNotFoundError(
+        raise FileNotFoundError(  # naming the file: bundle.error_report makes the message the last line
+            errno.ENOENT,
             f"{role} checkpoint not found: {checkpoint!r}. Train the {role} stage first "
             f"({stage_command(stage or role) if (stage or role) in STAGES else 'its stage config'}) "
-            f"or pass --{role}_ckpt <path to its model.pt>."
+            f"or pass --{role}_ckpt <path to its model.pt>.",
+            str(checkpoint),
         )
     try:
         load_weights(network, checkpoint, what=f"the {role} network")

@@ -45,7 +45,7 @@ class AttentionMapWriter:
         output_dir: the maps go to ``<output_dir>/saliency``.
         layers: ``"all"`` (MLCAK: mean over every layer), ``"last"``, or layer indices.
         overlay: also write the PNG overlay.
-        enabled: False: attach nothing (``--saliency_enabled false``).
+        enabled: False: attach nothing (``--saliency_enabled False``).
     """
 
     def __init__(self, network: torch.nn.Module, output_dir: str | os.PathLike, layers: str | list[int] = "all",

@@ -153,7 +153,7 @@ class ResumeCheckpoint:
             None values (e.g. no distiller) are skipped.
         validator: the evaluator whose ``best_metric`` / ``best_metric_epoch`` are kept.
         best_model: the :class:`ModelSaver` of the best model (its best score is kept).
-        enabled: False: neither save nor load (e.g. ``--resume false`` for a fresh start
+        enabled: False: neither save nor load (e.g. ``--resume False`` for a fresh start
             in a used output folder; the old checkpoint is then overwritten).
 
     The trainer's own state (epoch, iteration) is always part of the checkpoint.
@@ -193,7 +193,7 @@ class ResumeCheckpoint:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
     def _announce_fresh_start(self, engine: Engine) -> None:
-        logger.info("training epochs 1-%d from the start (--resume false: %s is neither read nor kept)",
+        logger.info("training epochs 1-%d from the start (--resume False: %s is neither read nor kept)",
                     engine.state.max_epochs, self.path)
 
     def _state(self, engine: Engine) -> dict[str, Any]:
@@ -222,13 +222,13 @@ class ResumeCheckpoint:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as error:  # never silently start over: the user decides
             raise RuntimeError(f"{self.path}: cannot read the resume checkpoint ({error}); "
-                               f"delete it to start again, or pass --resume false") from error
+                               f"delete it to start again, or pass --resume False") from error
         # an object with nothing to keep (the distiller of a stage without a teacher) is not required, so that
         # checkpoints written before every stage had a distiller resume too
         missing = sorted(name for name in set(self.objects) - set(state) if self.objects[name].state_dict())
         if missing:
             raise RuntimeError(f"{self.path}: the resume checkpoint has no {missing}; it is from another "
-                               f"configuration (delete it, or pass --resume false)")
+                               f"configuration (delete it, or pass --resume False)")
         for name, obj in self.objects.items():
             if name not in state:
                 continue
@@ -253,4 +253,4 @@ class ResumeCheckpoint:
                         iteration, epoch + 1, engine.state.max_epochs)
         else:
             logger.warning("resumed from %s: this run already finished all %d epochs; nothing to train (raise "
-                           "--max_epochs to go on, or pass --resume false to start again)", self.path, epoch)
+                           "--max_epochs to go on, or pass --resume False to start again)", self.path, epoch)

@@ -221,7 +221,7 @@ class SaliencyWriter:
         threshold, max_classes: which classes to explain (see :func:`saliency_targets`); ``threshold`` one
             number, or per class as :class:`~bundle.handlers.PredictionWriter` takes it.
         overlay: also write the PNG overlay (on the radiograph read again at full resolution).
-        enabled: False: attach nothing and place no hooks (``--saliency_enabled false``).
+        enabled: False: attach nothing and place no hooks (``--saliency_enabled False``).
     """
 
     def __init__(self, network: torch.nn.Module, target_layer: str, output_dir: str | os.PathLike,
@@ -232,7 +232,7 @@ class SaliencyWriter:
         if method not in METHODS:
             raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
         names = {name for name, _ in network.named_modules()}
-        if target_layer not in names:
+        if self.enabled and target_layer not in names:  # disabled: another network needs no saliency layer
             raise ValueError(f"{type(network).__name__} has no module {target_layer!r} for saliency")
         self.cam = make_cam(method, network, target_layer) if self.enabled else None
         self.network, self.target_layer = network, target_layer
