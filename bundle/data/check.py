@@ -141,7 +141,7 @@ def full_check_advice(dataset: str | None, dataset_dir: str | os.PathLike | None
                                             "before the first epoch and stops with the whole list)"
     return ("Fix or remove this file; to list every image of the data set that cannot be read, at once: "
             + " ".join(shell_quote(w) for w in words) + rerun
-            + "; --skip_bad_records true trains without them.")
+            + "; --skip_bad_records True trains without them.")
 
 
 def _check_labels(record: dict[str, Any], num_classes: int, where: str) -> list[DataProblem]:
