@@ -8,6 +8,7 @@ from .intervals import ConfidenceIntervals
 from .guards import NonFiniteLossError, NonFiniteLossGuard
 from .loss_terms import LossTermMeans, loss_and_terms
 from .metrics_writer import MetricsJSONWriter
+from .per_image import PerImageScores
 from .predictions import PredictionWriter
 from .progress import LossProgressBar
 from .run_log import RunLogFile
@@ -25,6 +26,7 @@ __all__ = [
     "ModelSaver",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
+    "PerImageScores",
     "PredictionWriter",
     "ResumeCheckpoint",
     "RunLogFile",
