@@ -292,13 +292,27 @@ def compare(a: ImageScores, b: ImageScores, resamples: int = 1000, level: float 
     return result
 
 
+def _by_file_name(scores: ImageScores) -> ImageScores:
+    """The same scores named by file name alone, when those are unique (else unchanged)."""
+    names = [os.path.basename(name) for name in scores.images]
+    if len(set(names)) < len(names):
+        return scores
+    return ImageScores(names, list(scores.patient_ids), scores.labels, scores.mask, scores.probs,
+                       list(scores.class_names))
+
+
 def _aligned(a: ImageScores, b: ImageScores) -> tuple[ImageScores, ImageScores]:
-    """Both on the images both scored, in ``a``'s order; the labels must agree (the same data set)."""
+    """Both on the images both scored (by name; by file name when no full name is shared), in ``a``'s order;
+    the labels must agree (the same data set)."""
     if list(a.class_names) != list(b.class_names):
         raise ValueError(f"the models score other classes: {a.class_names} and {b.class_names}")
     if a.images != b.images:
         in_b = set(b.images)
         common = [name for name in a.images if name in in_b]
+        if not common:  # the same data set at another place (another mount, a run's own copy): pair by file name
+            a, b = _by_file_name(a), _by_file_name(b)
+            in_b = set(b.images)
+            common = [name for name in a.images if name in in_b]
         if not common:
             raise ValueError("the two models share no scored image: compare them on the same data set")
         a, b = a.select(common), b.select(common)
