@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm, rankdata
 
-__all__ = ["ImageScores", "auc_components", "compare", "criteria", "delong_test", "macro_auc", "paired_bootstrap",
-           "read_per_image", "write_per_image"]
+__all__ = ["ImageScores", "auc_components", "compare", "criteria", "delong_sets", "delong_test", "macro_auc",
+           "paired_bootstrap", "paired_bootstrap_sets", "read_per_image", "write_per_image"]
 
 #: the gain a target asks for, in macro AUC
 MIN_GAIN = 0.03
@@ -93,6 +93,14 @@ class ImageScores:
         rows = np.asarray([where[name] for name in images], dtype=int)
         return ImageScores([self.images[i] for i in rows], [self.patient_ids[i] for i in rows], self.labels[rows],
                            self.mask[rows], self.probs[:, rows], list(self.class_names))
+
+    def by_file_name(self) -> ImageScores:
+        """The same scores with the images named by file name alone, when those are unique (else unchanged): the
+        same data set read from two places (two mounts, each run's own copy of generated images)."""
+        names = [os.path.basename(name) for name in self.images]
+        if len(set(names)) < len(names):
+            return self
+        return ImageScores(names, list(self.patient_ids), self.labels, self.mask, self.probs, list(self.class_names))
 
     @staticmethod
     def stack(runs: Sequence[ImageScores]) -> ImageScores:
@@ -236,34 +244,59 @@ def paired_bootstrap(a: ImageScores, b: ImageScores, resamples: int = 1000, leve
     images, patients, p_bootstrap}`` where ``p_bootstrap`` is twice the share of draws on the far side
     of zero (a rough two-sided p-value; the interval is the result).
     """
-    a, b = _aligned(a, b)
-    if len(a.images) < 2 or resamples < 1:
-        raise ValueError(f"a paired bootstrap needs >= 2 images and >= 1 resample, got {len(a.images)} and {resamples}")
-    probs = np.concatenate([a.probs, b.probs])
-    runs_a = a.runs
+    return paired_bootstrap_sets([(a, b)], resamples, level, seed)
 
-    def difference(rows: np.ndarray | slice) -> float:
+
+def paired_bootstrap_sets(pairs: Sequence[tuple[ImageScores, ImageScores]], resamples: int = 1000,
+                          level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """:func:`paired_bootstrap` of the mean difference over several test sets (e.g. seeds each with its own
+    patient-level split): each draw resamples every set's patients independently and averages the sets'
+    differences. One set is :func:`paired_bootstrap` itself."""
+    prepared = []
+    for a, b in pairs:
+        a, b = _aligned(a, b)
+        if len(a.images) < 2 or resamples < 1:
+            raise ValueError(f"a paired bootstrap needs >= 2 images and >= 1 resample, got {len(a.images)} and "
+                             f"{resamples}")
+        _, inverse = np.unique(np.asarray(a.patient_ids), return_inverse=True)
+        members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+        prepared.append((a, np.concatenate([a.probs, b.probs]), members, all(len(m) == 1 for m in members)))
+
+    def difference(index: int, rows: np.ndarray | slice) -> float:
+        a, probs = prepared[index][:2]
         aucs = macro_auc(a.labels[rows], a.mask[rows], probs[:, rows])
-        return float(aucs[:runs_a].mean() - aucs[runs_a:].mean())
+        return float(aucs[:a.runs].mean() - aucs[a.runs:].mean())
 
-    _, inverse = np.unique(np.asarray(a.patient_ids), return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
-    singletons = all(len(m) == 1 for m in members)
     generator = np.random.default_rng(seed)
     draws = []
     for _ in range(resamples):
-        chosen = generator.integers(0, len(members), len(members))
-        rows = np.asarray([members[g][0] for g in chosen]) if singletons else np.concatenate([members[g] for g in chosen])
-        draws.append(difference(rows))
+        values = []
+        for index, (_, _, members, singletons) in enumerate(prepared):
+            chosen = generator.integers(0, len(members), len(members))
+            rows = (np.asarray([members[g][0] for g in chosen]) if singletons
+                    else np.concatenate([members[g] for g in chosen]))
+            values.append(difference(index, rows))
+        draws.append(float(np.mean(values)))
     values = np.asarray([d for d in draws if not math.isnan(d)])
     tail = (1.0 - level) / 2.0
-    point = difference(slice(None))
+    point = float(np.mean([difference(i, slice(None)) for i in range(len(prepared))]))
     low, high = (float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))) if len(values) else (
         math.nan, math.nan)
     far = float(min(np.mean(values <= 0), np.mean(values >= 0))) if len(values) else math.nan
     return {"difference": point, "ci_low": low, "ci_high": high, "level": level, "resamples": resamples,
-            "images": len(a.images), "patients": len(members), "p_bootstrap": min(1.0, 2 * far),
-            "runs_a": a.runs, "runs_b": b.runs}
+            "images": sum(len(p[0].images) for p in prepared), "patients": sum(len(p[2]) for p in prepared),
+            "p_bootstrap": min(1.0, 2 * far), "runs_a": sum(p[0].runs for p in prepared),
+            "runs_b": sum(p[1].shape[0] - p[0].runs for p in prepared), "sets": len(prepared)}
+
+
+def delong_sets(pairs: Sequence[tuple[ImageScores, ImageScores]]) -> dict[str, Any]:
+    """DeLong's macro test of the mean difference over independent test sets (disjoint patients): the mean of
+    the sets' macro differences, its variance the sum of theirs over the number of sets squared."""
+    tests = [delong_test(a, b)["macro"] for a, b in pairs]
+    k = len(tests)
+    macro = _z_test(float(np.mean([t["difference"] for t in tests])), float(sum(t["se"] ** 2 for t in tests)) / k ** 2)
+    return {"macro": {**macro, "classes": min(t["classes"] for t in tests)}, "sets": k,
+            "method": "DeLong et al. 1988 per set (macro: per-image components averaged over classes), sets independent"}
 
 
 def criteria(gain: float | None, seed_std: float | None, interval: tuple[float, float] | None,
@@ -292,15 +325,6 @@ def compare(a: ImageScores, b: ImageScores, resamples: int = 1000, level: float 
     return result
 
 
-def _by_file_name(scores: ImageScores) -> ImageScores:
-    """The same scores named by file name alone, when those are unique (else unchanged)."""
-    names = [os.path.basename(name) for name in scores.images]
-    if len(set(names)) < len(names):
-        return scores
-    return ImageScores(names, list(scores.patient_ids), scores.labels, scores.mask, scores.probs,
-                       list(scores.class_names))
-
-
 def _aligned(a: ImageScores, b: ImageScores) -> tuple[ImageScores, ImageScores]:
     """Both on the images both scored (by name; by file name when no full name is shared), in ``a``'s order;
     the labels must agree (the same data set)."""
@@ -310,7 +334,7 @@ def _aligned(a: ImageScores, b: ImageScores) -> tuple[ImageScores, ImageScores]:
         in_b = set(b.images)
         common = [name for name in a.images if name in in_b]
         if not common:  # the same data set at another place (another mount, a run's own copy): pair by file name
-            a, b = _by_file_name(a), _by_file_name(b)
+            a, b = a.by_file_name(), b.by_file_name()
             in_b = set(b.images)
             common = [name for name in a.images if name in in_b]
         if not common:

@@ -85,6 +85,9 @@ def _scores(metrics: dict[str, Any], class_names: list[str], per_image: Any = No
               "per_class_ece": {c: metrics.get(f"ece/{c}") for c in class_names}}
     if per_image is not None and names is not None:
         row = {name: i for i, name in enumerate(per_image.images)}
+        if not any(n in row for n in names):  # the same images under another path: by file name
+            row = {os.path.basename(name): i for i, name in enumerate(per_image.images)}
+            names = [os.path.basename(n) for n in names]
         scores["probabilities"] = [[round(float(p), 6) for p in per_image.probs[0, row[n]]] if n in row else None
                                    for n in names]
     return scores
@@ -399,6 +402,24 @@ def check_mergeable(reports: list[dict[str, Any]], files: list[str]) -> None:
                                  f"runs with other settings are not one table; merge runs of one table only")
 
 
+def backfill_probabilities(report: dict[str, Any], images: dict[str, Any], class_names: list[str]) -> None:
+    """A piece written before runs kept their per-image probabilities: read them from the evaluations its
+    ``--work_dir`` still holds (``seed<k>/<model>/eval/per_image.csv``, ``eval_external``), where they are."""
+    from bundle.compare import read_per_image
+
+    work_dir = Path(report.get("settings", {}).get("work_dir") or "")
+    for name, results in report["runs"].items():
+        for result in results:
+            for where, folder in (("test", "eval"), ("external", "eval_external")):
+                scored = result.get(where)
+                if result["seed"] is None or not scored or scored.get("probabilities") or where not in images:
+                    continue
+                path = work_dir / f"seed{result['seed']}" / name.replace(" ", "_") / folder / "per_image.csv"
+                if path.is_file():
+                    filled = _scores({}, class_names, read_per_image(path), images[where]["names"])
+                    scored["probabilities"] = filled["probabilities"]
+
+
 def merge(files: list[str], out: Path, figure_path: str | None, resamples: int | None = None) -> int:
     """One table from several partial runs of this script (same settings, other seeds or models); the paired
     comparisons are recomputed from the runs' per-image probabilities."""
@@ -406,6 +427,8 @@ def merge(files: list[str], out: Path, figure_path: str | None, resamples: int |
     check_mergeable(reports, files)
     class_names = reports[0]["class_names"]
     images = next((r["images"] for r in reports if r.get("images")), {})
+    for report in reports:
+        backfill_probabilities(report, images, class_names)
     runs: dict[str, list[dict[str, Any]]] = {}
     for path, report in zip(files, reports):
         for where, table_images in (report.get("images") or {}).items():

@@ -179,3 +179,23 @@ def test_per_image_files_round_trip_and_name_their_problems(tmp_path):
     with pytest.raises(CXRDataError, match="no per-image scores"):
         read_per_image(tmp_path / "elsewhere")
     assert ImageScores.stack([scores, scores.select(["c.png", "a.png"])]).images == ["a.png", "c.png"]
+
+
+def test_seeds_with_their_own_test_sets_are_resampled_independently_and_averaged():
+    from bundle.compare import delong_sets, paired_bootstrap_sets
+
+    generator = np.random.default_rng(5)
+    sets = []
+    for _ in range(2):
+        y = generator.integers(0, 2, (60, 2))
+        sets.append((_scores(y, y + generator.normal(size=(60, 2))), _scores(y, 0.5 * y + generator.normal(size=(60, 2)))))
+    combined = paired_bootstrap_sets(sets, resamples=300)
+    alone = [paired_bootstrap(a, b, resamples=300) for a, b in sets]
+    assert combined["difference"] == pytest.approx(np.mean([r["difference"] for r in alone]))
+    assert combined["images"] == 120 and combined["sets"] == 2
+    # the mean of two independent differences is known more precisely than either
+    width = combined["ci_high"] - combined["ci_low"]
+    assert width < min(r["ci_high"] - r["ci_low"] for r in alone)
+    delong = delong_sets(sets)["macro"]
+    singles = [delong_test(a, b)["macro"]["se"] for a, b in sets]
+    assert delong["se"] == pytest.approx(math.sqrt(sum(v ** 2 for v in singles)) / 2)
