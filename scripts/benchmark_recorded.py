@@ -440,7 +440,7 @@ def merge(files: list[str], out: Path, figure_path: str | None, resamples: int |
     for results in runs.values():
         results.sort(key=lambda r: -1 if r["seed"] is None else r["seed"])
     ordered = {name: runs[name] for name in [TEACHER, *(m[0] for m in MODELS)] if name in runs}
-    resamples = resamples or reports[0]["settings"].get("bootstrap_resamples", 1000)
+    resamples = resamples or 1000  # the paired bootstraps recomputed here: --bootstrap_resamples of the merge
     content = {**reports[0], "commands": [r["command"] for r in reports], "merged_from": files, "runs": ordered,
                "images": images, "summary": summarise(ordered, class_names, images, resamples)}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.merge:
-        return merge(args.merge, Path(args.out), args.figure)
+        return merge(args.merge, Path(args.out), args.figure, args.bootstrap_resamples)
     if not (args.dataset_dir and args.teacher_predictions):
         parser.error("--dataset_dir and --teacher_predictions are required (unless --merge)")
     if "3-conv student from assistant" in args.models and "assistant from recorded teacher" not in args.models:

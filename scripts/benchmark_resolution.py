@@ -165,9 +165,9 @@ def paired_by_image(distilled: list[dict[str, Any]], base: dict[int, dict[str, A
     pairs = [(_image_scores(r, head), _image_scores(base[r["seed"]], head)) for r in distilled if r["seed"] in base]
     if resamples < 1 or not pairs or any(a is None or b is None for a, b in pairs):
         return None
-    groups: dict[tuple[str, ...], list[tuple[Any, Any]]] = {}
-    for a, b in pairs:
-        groups.setdefault(tuple(a.images), []).append((a, b))
+    groups: dict[tuple[Any, ...], list[tuple[Any, Any]]] = {}
+    for a, b in pairs:  # one test set: the same images with the same labels
+        groups.setdefault((tuple(a.images), a.labels.tobytes(), a.mask.tobytes()), []).append((a, b))
     sets = [(ImageScores.stack([a for a, _ in group]), ImageScores.stack([b for _, b in group]))
             for group in groups.values()]
     boot = paired_bootstrap_sets(sets, resamples)

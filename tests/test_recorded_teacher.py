@@ -340,7 +340,7 @@ def test_merge_recomputes_the_paired_comparison_and_refuses_pieces_of_other_sett
     distilled = _piece(tmp_path, "distilled", {"3-conv student from recorded teacher": (0, 0.5)},
                        ema_momentum=None, set=[])
     out = tmp_path / "table.json"
-    assert module.main(["--merge", alone, distilled, "--out", str(out)]) == 0
+    assert module.main(["--merge", alone, distilled, "--out", str(out), "--bootstrap_resamples", "200"]) == 0
     row = json.loads(out.read_text())["summary"]["3-conv student from recorded teacher"]
     paired = row["test_gain_paired"]  # recomputed from the pieces' per-image probabilities
     assert paired["images"] == 40 and paired["resamples"] == 200
