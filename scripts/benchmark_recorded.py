@@ -88,7 +88,7 @@ def _scores(metrics: dict[str, Any], class_names: list[str], per_image: Any = No
         if not any(n in row for n in names):  # the same images under another path: by file name
             row = {os.path.basename(name): i for i, name in enumerate(per_image.images)}
             names = [os.path.basename(n) for n in names]
-        scores["probabilities"] = [[round(float(p), 6) for p in per_image.probs[0, row[n]]] if n in row else None
+        scores["probabilities"] = [[float(f"{p:.9g}") for p in per_image.probs[0, row[n]]] if n in row else None
                                    for n in names]
     return scores
 
@@ -189,6 +189,10 @@ def paired_comparison(images: dict[str, Any], runs: list[dict[str, Any]], base: 
     from bundle.compare import compare
 
     if not images or resamples < 1:
+        return None
+    seeds = {r["seed"] for r in runs} & {r["seed"] for r in base}  # paired by seed as well: the seeds both have
+    runs, base = [r for r in runs if r["seed"] in seeds], [r for r in base if r["seed"] in seeds]
+    if not runs:
         return None
     a, b = image_scores(images, runs, where, class_names), image_scores(images, base, where, class_names)
     if a is None or b is None:
@@ -403,8 +407,9 @@ def check_mergeable(reports: list[dict[str, Any]], files: list[str]) -> None:
 
 
 def backfill_probabilities(report: dict[str, Any], images: dict[str, Any], class_names: list[str]) -> None:
-    """A piece written before runs kept their per-image probabilities: read them from the evaluations its
-    ``--work_dir`` still holds (``seed<k>/<model>/eval/per_image.csv``, ``eval_external``), where they are."""
+    """Each run's per-image probabilities from the evaluation its piece's ``--work_dir`` still holds
+    (``seed<k>/<model>/eval/per_image.csv``, ``eval_external``), where it does: pieces written before runs kept
+    them in the JSON get them, and the others the file's own precision."""
     from bundle.compare import read_per_image
 
     work_dir = Path(report.get("settings", {}).get("work_dir") or "")
@@ -412,7 +417,7 @@ def backfill_probabilities(report: dict[str, Any], images: dict[str, Any], class
         for result in results:
             for where, folder in (("test", "eval"), ("external", "eval_external")):
                 scored = result.get(where)
-                if result["seed"] is None or not scored or scored.get("probabilities") or where not in images:
+                if result["seed"] is None or not scored or where not in images:
                     continue
                 path = work_dir / f"seed{result['seed']}" / name.replace(" ", "_") / folder / "per_image.csv"
                 if path.is_file():
@@ -446,9 +451,9 @@ def merge(files: list[str], out: Path, figure_path: str | None, resamples: int |
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(_clean(content), indent=2))
     summary = content["summary"]
-    print(table(summary, any("external_auc_macro" in r for r in summary.values())))
-    print(criteria_table(summary))
-    print(per_class_table(summary, class_names))
+    print(table(summary, any("external_auc_macro" in r for r in summary.values())), end="\n\n")
+    print(criteria_table(summary), end="\n\n")
+    print(per_class_table(summary, class_names), end="\n\n")
     print(localization_table(summary))
     if figure_path:
         figure(ordered, Path(figure_path), f"{reports[0]['dataset']}: teacher = "
@@ -622,9 +627,9 @@ def main(argv: list[str] | None = None) -> int:
                   + (f", external AUC {result['external']['auc_macro']:.4f}" if "external" in result else ""), flush=True)
             report()
     summary = summarise(runs, class_names, images, args.bootstrap_resamples)
-    print(table(summary, external is not None))
-    print(criteria_table(summary))
-    print(per_class_table(summary, class_names))
+    print(table(summary, external is not None), end="\n\n")
+    print(criteria_table(summary), end="\n\n")
+    print(per_class_table(summary, class_names), end="\n\n")
     if boxed and not args.no_localization:
         print(localization_table(summary))
     if args.figure:

@@ -98,11 +98,13 @@ def train_and_test(stage: str, output_dir: Path, overrides: dict[str, Any], imag
     network = evaluation.parser.get_parsed_content("validated_network")  # the best checkpoint, loaded by evaluate.json
     from bundle.compare import read_per_image
 
+    # 9 significant digits, as per_image.csv: a briefly trained network's probabilities differ in the 7th digit,
+    # and rounding them into ties would change the AUCs recomputed from them
     scored = {head: read_per_image(output_dir / "eval", head) for head in ("mlct/", "mcct/")}
     result: dict[str, Any] = {
         "per_image": {"names": scored["mlct/"].images, "patient_ids": scored["mlct/"].patient_ids,
                       **{head: {"class_names": s.class_names, "labels": s.labels.astype(int).tolist(),
-                                "masks": s.mask.astype(int).tolist(), "probabilities": s.probs[0].round(6).tolist()}
+                                "masks": s.mask.astype(int).tolist(), "probabilities": [[float(f"{v:.9g}") for v in row] for row in s.probs[0]]}
                          for head, s in scored.items()}},
         "mlct_auc": metrics["mlct/auc_macro"],
         "mcct_auc": metrics["mcct/auc_macro"],
