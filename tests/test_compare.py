@@ -199,3 +199,31 @@ def test_seeds_with_their_own_test_sets_are_resampled_independently_and_averaged
     delong = delong_sets(sets)["macro"]
     singles = [delong_test(a, b)["macro"]["se"] for a, b in sets]
     assert delong["se"] == pytest.approx(math.sqrt(sum(v ** 2 for v in singles)) / 2)
+
+
+def test_per_image_scores_name_the_rows_and_leave_out_unreadable_images(tmp_path):
+    """bundle.handlers.PerImageScores: the key metric's rows are named from the evaluated records in loader order,
+    less the images the loader could not read (their batch 'error' is set)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from bundle.handlers import PerImageScores
+
+    records = [{"image": f"/data/{i}.png", "patient_id": f"p{i // 2}"} for i in range(5)]
+    handler = PerImageScores(tmp_path, records)
+    engine = SimpleNamespace(state=SimpleNamespace())
+    handler._reset(engine)
+    for batch in ({"image": torch.zeros(3, 1, 4, 4), "error": ["", "/data/1.png: unreadable", ""]},
+                  {"image": torch.zeros(2, 1, 4, 4), "error": ["", ""]}):
+        engine.state.batch = batch
+        handler._collect(engine)
+    kept = np.asarray([[0.1], [0.3], [0.4], [0.5]])  # the four readable images' probabilities, in order
+    metric = SimpleNamespace(scored_heads=lambda: {"": (np.asarray([[0.0], [1.0], [0.0], [1.0]]), np.ones((4, 1)), kept,
+                                                        ["Mass"])})
+    engine.state.classification_metric = metric
+    handler(engine)
+    scores = read_per_image(tmp_path)
+    assert scores.images == ["/data/0.png", "/data/2.png", "/data/3.png", "/data/4.png"]
+    assert scores.patient_ids == ["p0", "p1", "p1", "p2"]
+    np.testing.assert_allclose(scores.probs[0], kept)
