@@ -329,6 +329,16 @@ class ClassificationMetrics(Metric):
     def compute(self) -> float:
         return self.report()["scalars"][self.key]
 
+    def scored_heads(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]]:
+        """What the metrics are computed from, per image: ``{head: (labels, mask, probabilities, class names)}``,
+        each array ``(N, C)``; one head ``""`` here (``"mlct/"`` and ``"mcct/"`` for :class:`MultiTaskMetrics`).
+        Multi-class masks are per image (a row with an unknown label is left out of every class), as the
+        metrics leave it out. Written per image by :class:`bundle.handlers.PerImageScores`."""
+        logits, labels, mask = self._gathered()
+        if self.task != "multilabel":
+            mask = np.repeat(mask.min(axis=1, keepdims=True), mask.shape[1], axis=1)
+        return {"": (labels, mask, probabilities(logits, self.task), list(self.class_names))}
+
     def completed(self, engine: Engine, name: str) -> None:
         report = self.report()
         engine.state.metrics.update(report["scalars"])
@@ -365,6 +375,16 @@ class MultiTaskMetrics(ClassificationMetrics):
         self.layout = layout
         super().__init__(task=layout.task, class_names=layout.class_names, key=key, threshold=threshold,
                          output_transform=output_transform, device=device)
+
+    def scored_heads(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]]:
+        """Both heads' labels, masks and probabilities per image (see :meth:`ClassificationMetrics.scored_heads`)."""
+        logits, labels, mask = (torch.as_tensor(a) for a in self._gathered())
+        y_f, m_f, y_g, m_g = self.layout.targets(labels, mask)
+        findings, _ = self.layout.split(logits)
+        m_g = m_g.reshape(len(m_g), -1).min(dim=1, keepdim=True).values.expand(-1, 2)
+        return {"mlct/": (y_f.numpy(), m_f.numpy(), torch.sigmoid(findings).numpy(), list(self.layout.finding_names)),
+                "mcct/": (y_g.numpy(), m_g.numpy(), self.layout.global_probabilities(logits).numpy(),
+                          ["Normal", "Abnormal"])}
 
     def report(self, rows: np.ndarray | None = None, details: bool = True) -> dict[str, Any]:
         logits, labels, mask = (torch.as_tensor(a) for a in self._gathered(rows))

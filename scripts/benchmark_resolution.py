@@ -19,7 +19,11 @@ of ``--resolutions``, the student variants of ``--variants``:
 Each model is trained with the bundle's configs (``configs/vit_teacher.json``,
 ``configs/vit_student.json``) and tested on the test split (``configs/evaluate.json``): macro AUC
 of the findings head (MLCT) and of the normal/abnormal head (MCCT; derived by noisy-OR for
-one-head models), mean and std over seeds. The explanations (each model's mean attention map
+one-head models), mean and std over seeds. Each distilled variant's gain over the student without
+distillation at the same resolution is paired by seed (mean and std of the per-seed gains) and by image
+(:mod:`bundle.compare`, from each run's per-image probabilities, kept in the JSON: a 95% paired bootstrap
+interval over the test images, resampled by patient, of the seed-mean gain, and DeLong's test of the
+macro AUC difference; seeds with their own splits are resampled independently and combined). The explanations (each model's mean attention map
 over all layers, upsampled to its input) are scored by the pointing game and the IoU of the
 thresholded map with the boxes (:mod:`bundle.localization`): on the test phantoms when the data
 set is ``synthetic`` / ``synthetic_binary``, and on NIH ChestX-ray14 images that have a
@@ -92,7 +96,16 @@ def train_and_test(stage: str, output_dir: Path, overrides: dict[str, Any], imag
     evaluation = run_workflow(stage_configs(stage, "configs/evaluate.json"), "evaluating", settings)
     metrics = json.loads((output_dir / "eval" / "metrics.json").read_text())
     network = evaluation.parser.get_parsed_content("validated_network")  # the best checkpoint, loaded by evaluate.json
+    from bundle.compare import read_per_image
+
+    # 9 significant digits, as per_image.csv: a briefly trained network's probabilities differ in the 7th digit,
+    # and rounding them into ties would change the AUCs recomputed from them
+    scored = {head: read_per_image(output_dir / "eval", head) for head in ("mlct/", "mcct/")}
     result: dict[str, Any] = {
+        "per_image": {"names": scored["mlct/"].images, "patient_ids": scored["mlct/"].patient_ids,
+                      **{head: {"class_names": s.class_names, "labels": s.labels.astype(int).tolist(),
+                                "masks": s.mask.astype(int).tolist(), "probabilities": [[float(f"{v:.9g}") for v in row] for row in s.probs[0]]}
+                         for head, s in scored.items()}},
         "mlct_auc": metrics["mlct/auc_macro"],
         "mcct_auc": metrics["mcct/auc_macro"],
         "auc_macro": metrics["auc_macro"],
@@ -130,10 +143,45 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
 
 
 DISTILLED = ("student + MLCAK", "student + recorded teacher")
+HEADS = {"mlct_auc": "mlct/", "mcct_auc": "mcct/"}
 
 
-def paired_gains(runs: dict[str, list[dict[str, Any]]], resolutions: list[int]) -> dict[str, dict[str, Any]]:
-    """Per resolution and distilled variant: distilled minus undistilled student, seed by seed (mean, std, each)."""
+def _image_scores(result: dict[str, Any], head: str) -> Any:
+    from bundle.compare import ImageScores
+
+    kept = result.get("per_image")
+    if not kept:
+        return None
+    part = kept[head]
+    return ImageScores(kept["names"], kept["patient_ids"], part["labels"], part["masks"], part["probabilities"],
+                       part["class_names"]).by_file_name()  # generated images: each run has its own copy
+
+
+def paired_by_image(distilled: list[dict[str, Any]], base: dict[int, dict[str, Any]], head: str,
+                    resamples: int) -> dict[str, Any] | None:
+    """The seed-mean gain with its paired bootstrap interval over images and DeLong's test, from the runs' per-image
+    probabilities (None where a run has none): seeds on the same test images are stacked (the same resampled images
+    for all), seeds with their own splits resampled independently."""
+    from bundle.compare import ImageScores, delong_sets, delong_test, paired_bootstrap_sets
+
+    pairs = [(_image_scores(r, head), _image_scores(base[r["seed"]], head)) for r in distilled if r["seed"] in base]
+    if resamples < 1 or not pairs or any(a is None or b is None for a, b in pairs):
+        return None
+    groups: dict[tuple[Any, ...], list[tuple[Any, Any]]] = {}
+    for a, b in pairs:  # one test set: the same images with the same labels
+        groups.setdefault((tuple(a.images), a.labels.tobytes(), a.mask.tobytes()), []).append((a, b))
+    sets = [(ImageScores.stack([a for a, _ in group]), ImageScores.stack([b for _, b in group]))
+            for group in groups.values()]
+    boot = paired_bootstrap_sets(sets, resamples)
+    delong = delong_test(*sets[0])["macro"] if len(sets) == 1 else delong_sets(sets)["macro"]
+    return {"gain": boot["difference"], "ci_low": boot["ci_low"], "ci_high": boot["ci_high"], "resamples": resamples,
+            "images": boot["images"], "test_sets": len(sets), "delong_p": delong["p"], "delong_z": delong["z"]}
+
+
+def paired_gains(runs: dict[str, list[dict[str, Any]]], resolutions: list[int],
+                 resamples: int = 1000) -> dict[str, dict[str, Any]]:
+    """Per resolution and distilled variant: distilled minus undistilled student, seed by seed (mean, std, each),
+    and by image (``paired``: :func:`paired_by_image`)."""
     gains: dict[str, dict[str, Any]] = {}
     for size in resolutions:
         base = {r["seed"]: r for r in runs.get(f"{size} px | student (no KD)", [])}
@@ -146,7 +194,8 @@ def paired_gains(runs: dict[str, list[dict[str, Any]]], resolutions: list[int]) 
                 diffs = [r[key] - base[r["seed"]][key] for r in distilled
                          if r["seed"] in base and r[key] is not None and base[r["seed"]][key] is not None]
                 mean, std = _mean_std(diffs)
-                gains.setdefault(label, {})[key] = {"mean": mean, "std": std, "seeds": len(diffs), "per_seed": diffs}
+                gains.setdefault(label, {})[key] = {"mean": mean, "std": std, "seeds": len(diffs), "per_seed": diffs,
+                                                    "paired": paired_by_image(distilled, base, HEADS[key], resamples)}
     return gains
 
 
@@ -177,13 +226,23 @@ def localization_table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _paired_cells(paired: dict[str, Any] | None) -> str:
+    if not paired:
+        return " | "
+    return f"[{paired['ci_low']:+.3f}, {paired['ci_high']:+.3f}] | {paired['delong_p']:.3f}"
+
+
 def gains_table(gains: dict[str, dict[str, Any]]) -> str:
-    lines = ["| resolution | distilled variant | MLCT AUC gain (distilled - no KD) | MCCT AUC gain | paired seeds |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| resolution | distilled variant | MLCT AUC gain (distilled - no KD, paired by seed) | "
+             "MLCT gain 95% CI (paired over images) | MLCT DeLong p | MCCT AUC gain | MCCT gain 95% CI | MCCT DeLong p "
+             "| paired seeds | test images |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, g in gains.items():
         size, _, variant = label.partition(" | ")
+        paired = g["mlct_auc"].get("paired")
         lines.append(f"| {size} | {variant or 'student + MLCAK'} | {_cell(g['mlct_auc']['mean'], g['mlct_auc']['std'])} | "
-                     f"{_cell(g['mcct_auc']['mean'], g['mcct_auc']['std'])} | {g['mlct_auc']['seeds']} |")
+                     f"{_paired_cells(paired)} | {_cell(g['mcct_auc']['mean'], g['mcct_auc']['std'])} | "
+                     f"{_paired_cells(g['mcct_auc'].get('paired'))} | {g['mlct_auc']['seeds']} | "
+                     f"{paired['images'] if paired else ''} |")
     return "\n".join(lines)
 
 
@@ -217,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nih_dir", default=str(Path(os.environ.get("CXR_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))),
                         help="folder with labels/nih_BBox_List_2017.csv.gz and NIH images (any depth)")
     parser.add_argument("--threshold", type=float, default=0.5, help="IoU: the map is kept above this fraction of its range")
+    parser.add_argument("--bootstrap_resamples", type=int, default=1000,
+                        help="draws of each paired bootstrap of a gain over the test images (0: none)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs already in --out and train only the missing ones (same settings); e.g. "
                              "the ablations at one resolution only: --resume --resolutions 28 --variants 'MLCAK, last layer'")
@@ -279,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         report = {"command": commands[0], "commands": commands, "dataset": args.dataset,
                   "settings": vars(args), "localization_sets": nih_note, "runs": runs, "summary": summarise(runs),
-                  "gains": paired_gains(runs, all_resolutions())}
+                  "gains": paired_gains(runs, all_resolutions(), args.bootstrap_resamples)}
         out.write_text(json.dumps(report, indent=2))
 
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -316,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                 record(name, seed, train_and_test("vit_student", folder, overrides, size, box_sets, args.threshold))
     summary = summarise(runs)
     print(auc_table(summary))
-    print(gains_table(paired_gains(runs, all_resolutions())))
+    print(gains_table(paired_gains(runs, all_resolutions(), args.bootstrap_resamples)))
     print(localization_table(summary))
     return 0
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 
 import numpy as np
+import pytest
 import torch
 
 import bundle.networks
@@ -81,7 +83,8 @@ def test_benchmark_resolution_reports_both_heads_gains_and_localization(tmp_path
             "--dataset", "synthetic", "--resolutions", resolution, "--seeds", "1", "--epochs", "1",
             "--teacher_epochs", "1", "--teacher_size", "32", "--teacher_patch", "8", "--token_grid", "2",
             "--batch_size", "8", "--vit_size", micro, "--work_dir", str(tmp_path / "work"), "--out", str(out),
-            "--set", 'dataset_options={"num_images": 32, "source_size": 64}', "--variants", *variants_and_flags,
+            "--bootstrap_resamples", "50", "--set", 'dataset_options={"num_images": 32, "source_size": 64}',
+            "--variants", *variants_and_flags,
         ])
 
     code = run("16", "student (no KD)", "student + MLCAK")
@@ -92,10 +95,19 @@ def test_benchmark_resolution_reports_both_heads_gains_and_localization(tmp_path
         assert 0.0 <= row["mlct_auc"] <= 1.0 and row["phantoms_images"] > 0
         assert 0.0 <= row["phantoms_pointing_game"] <= 1.0 and 0.0 <= row["phantoms_iou"] <= 1.0
     assert report["gains"]["16 px"]["mlct_auc"]["seeds"] == 1
+    for key in ("mlct_auc", "mcct_auc"):  # paired by image too: the same gain, with an interval over the test images
+        gain = report["gains"]["16 px"][key]
+        if gain["mean"] is None:  # 6 test images: a head's AUC may be undefined (one class only), then both are
+            assert math.isnan(gain["paired"]["gain"])
+            continue
+        assert gain["paired"]["gain"] == pytest.approx(gain["mean"], abs=1e-5)
+        assert gain["paired"]["ci_low"] <= gain["paired"]["gain"] <= gain["paired"]["ci_high"]
+        assert gain["paired"]["images"] == report["runs"]["16 px | student (no KD)"][0]["test_images"]
     distilled = report["runs"]["16 px | student + MLCAK"][0]
     assert distilled["input_shape"] == [1, 16, 16] and "Nodule" in distilled["mlct_auc_per_finding"]
     printed = capsys.readouterr().out
     assert "| 16 px | student + MLCAK |" in printed and "pointing game" in printed
+    assert "MLCT gain 95% CI (paired over images)" in printed
 
     # --resume: an ablation at one more resolution; the recorded teacher and students are kept, not retrained
     teacher_before = report["runs"]["32 px | teacher"]

@@ -216,27 +216,44 @@ def test_the_real_chexnet_predictions_cover_the_nih_subset():
     assert "14 classes" in summary
 
 
-def test_benchmark_tests_every_model_on_an_external_nih_folder_too(tmp_path):
-    """scripts/benchmark_recorded.py with --external_dataset: a second NIH-format folder, built here from part of
-    the real one, is tested in its own columns with its own intervals; the figure is written."""
+def _benchmark_module():
     import importlib.util
-    import shutil
 
-    root = require_shared(NIH_SUBSET)
-    table = pd.read_csv(root / "Data_Entry_2017_v2020.csv")
-    external = tmp_path / "external"
-    (external / "images").mkdir(parents=True)
-    part = table.iloc[-30:]
-    part.to_csv(external / "Data_Entry_2017_v2020.csv", index=False)
-    for name in part["Image Index"]:
-        shutil.copy(root / "images" / name, external / "images" / name)
     spec = importlib.util.spec_from_file_location("benchmark_recorded", REPO_ROOT / "scripts" / "benchmark_recorded.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def _external_folder(root, folder, rename: bool):
+    """30 real NIH images of the development folder in a folder of their own (``rename``: under names that the
+    recorded teacher's file has no row for, as a truly external set would be)."""
+    import shutil
+
+    table = pd.read_csv(root / "Data_Entry_2017_v2020.csv")
+    (folder / "images").mkdir(parents=True)
+    part = table.iloc[-30:].copy()
+    sources = list(part["Image Index"])
+    if rename:
+        part["Image Index"] = [f"9{name[1:]}" for name in sources]
+        part["Patient ID"] = [int(f"9{str(p)[1:]}") if len(str(p)) > 1 else 90000000 + int(p)
+                              for p in part["Patient ID"]]
+    part.to_csv(folder / "Data_Entry_2017_v2020.csv", index=False)
+    for source, name in zip(sources, part["Image Index"]):
+        shutil.copy(root / "images" / source, folder / "images" / name)
+    return folder
+
+
+def test_benchmark_tests_every_model_on_an_external_nih_folder_too(tmp_path, capsys):
+    """scripts/benchmark_recorded.py with --external_dataset: a second NIH-format folder, built here from part of
+    the real one, is tested in its own columns with its own intervals; every row of a table on the same images
+    (--max_images caps the teacher's as the students'); each gain paired by image as well as by seed."""
+    root = require_shared(NIH_SUBSET)
+    external = _external_folder(root, tmp_path / "external", rename=False)
     out, figure = tmp_path / "recorded.json", tmp_path / "recorded.png"
-    code = module.main([
+    code = _benchmark_module().main([
         "--dataset_dir", str(root), "--teacher_predictions", str(require_shared(CHEXNET)), "--seeds", "1",
-        "--epochs", "1", "--image_size", "32", "--batch_size", "16", "--max_images", "32",
+        "--epochs", "1", "--image_size", "32", "--batch_size", "16", "--max_images", "20",
         "--bootstrap_resamples", "20", "--no_localization", "--external_dataset", "nih",
         "--external_dataset_dir", str(external), "--models", "3-conv student alone",
         "3-conv student from recorded teacher", "--work_dir", str(tmp_path / "work"), "--out", str(out),
@@ -246,13 +263,103 @@ def test_benchmark_tests_every_model_on_an_external_nih_folder_too(tmp_path):
     summary = report["summary"]
     assert set(summary) == {"teacher (recorded predictions)", "3-conv student alone",
                             "3-conv student from recorded teacher"}
+    # the external folder's 30 images, split 3 ways and capped at 20 per split: the same images in every row
+    external_images = len(report["images"]["external"]["names"])
+    assert 20 < external_images < 30 and len(report["images"]["test"]["names"]) == 20
     for name, row in summary.items():  # every model, the teacher included, on both test sets
-        assert row["external_images"] == 30 and row["test_images"] == 32, name
+        assert row["external_images"] == external_images and row["test_images"] == 20, name
         assert row["external_auc_macro_ci_low"] <= row["external_auc_macro"] <= row["external_auc_macro_ci_high"]
         assert 0.0 <= row["test_ece_macro"] <= 1.0
-    assert "test_gain" in summary["3-conv student from recorded teacher"]
-    assert "external_gain" in summary["3-conv student from recorded teacher"]
+        for run in report["runs"][name]:  # every run's per-image probabilities, on the table's images
+            assert len(run["test"]["probabilities"]) == 20 and all(p is not None for p in run["test"]["probabilities"])
+    distilled = summary["3-conv student from recorded teacher"]
+    assert "test_gain" in distilled and "external_gain" in distilled
+    paired = distilled["test_gain_paired"]  # by image: the same number as by seed with one seed, and an interval
+    assert paired["gain"] == pytest.approx(distilled["test_gain"], abs=1e-5)
+    assert paired["ci_low"] <= paired["gain"] <= paired["ci_high"] and 0.0 <= paired["delong"]["p"] <= 1.0
+    assert set(distilled["test_gain_criteria"]) == {"gain >= +0.03", "gain > 2x seed std", "interval excludes 0"}
+    assert distilled["test_gain_criteria"]["gain > 2x seed std"] is None  # one seed: no seed spread to judge by
+    printed = capsys.readouterr().out
+    assert "gain 95% CI (paired over images)" in printed and "macro F1 (threshold 0.5)" in printed
+    assert "| 3-conv student from recorded teacher | test (20 images) |" in printed
     assert figure.stat().st_size > 10_000
+
+
+def test_benchmark_scores_the_students_on_an_external_folder_the_teacher_file_does_not_cover(tmp_path, capsys):
+    """An external folder whose images the recorded teacher's file has no row for (a truly external set): the
+    teacher row says so, and the student distilled from the file is scored on every external image."""
+    root = require_shared(NIH_SUBSET)
+    external = _external_folder(root, tmp_path / "external", rename=True)
+    assert not set(pd.read_csv(external / "Data_Entry_2017_v2020.csv")["Image Index"]) & set(
+        pd.read_csv(require_shared(CHEXNET))["Image Index"])
+    out = tmp_path / "recorded.json"
+    module = _benchmark_module()
+    code = module.main([
+        "--dataset_dir", str(root), "--teacher_predictions", str(require_shared(CHEXNET)), "--seeds", "1",
+        "--epochs", "1", "--image_size", "32", "--batch_size", "16", "--max_images", "32",
+        "--bootstrap_resamples", "10", "--no_localization", "--external_dataset", "nih",
+        "--external_dataset_dir", str(external), "--models", "3-conv student from recorded teacher",
+        "--work_dir", str(tmp_path / "work"), "--out", str(out)])
+    assert code == 0
+    summary = json.loads(out.read_text())["summary"]
+    teacher, student = summary[module.TEACHER], summary["3-conv student from recorded teacher"]
+    assert teacher["external_note"] == module.NOT_SCORED and "external_auc_macro" not in teacher
+    assert teacher["test_images"] == 32
+    assert student["external_images"] == 30 and 0.0 <= student["external_auc_macro"] <= 1.0
+    printed = capsys.readouterr().out
+    assert "not scored: the predictions file has no rows for these images" in printed
+
+
+def _piece(tmp_path, name: str, runs: dict, **settings) -> str:
+    """A partial report of scripts/benchmark_recorded.py as its JSON is written (two classes, 40 test images)."""
+    generator = np.random.default_rng(0)
+    labels = generator.integers(0, 2, (40, 2)).astype(float)
+    images = {"test": {"names": [f"img{i}.png" for i in range(40)], "patient_ids": [f"p{i}" for i in range(40)],
+                       "labels": labels.tolist(), "masks": np.ones_like(labels).tolist()}}
+    content = {"command": f"python scripts/benchmark_recorded.py ({name})", "dataset": "nih", "class_names": ["A", "B"],
+               "split": {"seed": 0, "train": 10, "validation": 5, "test": 40},
+               "settings": {"epochs": 30, "temperature": 4.0, "set": [], "ema_momentum": None, "models": [name],
+                            "teacher_predictions": "teacher.csv", "bootstrap_resamples": 200, **settings},
+               "images": images, "runs": {}}
+    for model, (seed, strength) in runs.items():
+        probs = np.clip(0.5 + strength * (labels - 0.5) + 0.3 * generator.normal(size=labels.shape), 0, 1)
+        from sklearn.metrics import roc_auc_score
+        auc = float(np.mean([roc_auc_score(labels[:, c], probs[:, c]) for c in range(2)]))
+        content["runs"][model] = [{"seed": seed, "train_seconds": 1.0, "test": {
+            "auc_macro": auc, "auc_macro_ci_low": auc - 0.1, "auc_macro_ci_high": auc + 0.1, "ece_macro": 0.1,
+            "accuracy": 0.5, "f1_macro": 0.4, "num_samples": 40, "per_class_auc": {"A": auc, "B": auc},
+            "per_class_ece": {"A": 0.1, "B": 0.1}, "probabilities": probs.round(6).tolist()}}]
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(content))
+    return str(path)
+
+
+def test_merge_recomputes_the_paired_comparison_and_refuses_pieces_of_other_settings(tmp_path, capsys):
+    module = _benchmark_module()
+    alone = _piece(tmp_path, "alone", {"3-conv student alone": (0, 0.1)})
+    distilled = _piece(tmp_path, "distilled", {"3-conv student from recorded teacher": (0, 0.5)},
+                       ema_momentum=None, set=[])
+    out = tmp_path / "table.json"
+    assert module.main(["--merge", alone, distilled, "--out", str(out), "--bootstrap_resamples", "200"]) == 0
+    row = json.loads(out.read_text())["summary"]["3-conv student from recorded teacher"]
+    paired = row["test_gain_paired"]  # recomputed from the pieces' per-image probabilities
+    assert paired["images"] == 40 and paired["resamples"] == 200
+    assert paired["gain"] == pytest.approx(row["test_gain"], abs=1e-5) and paired["ci_low"] > 0
+    assert row["test_gain_criteria"]["interval excludes 0"] is True
+    assert "| 3-conv student from recorded teacher | test (40 images) |" in capsys.readouterr().out
+    # --set ema_momentum=0.02 and --ema_momentum 0.02 are the same setting
+    same = [_piece(tmp_path, "a", {"3-conv student alone": (0, 0.1)}, set=["ema_momentum=0.02"]),
+            _piece(tmp_path, "b", {"3-conv student from recorded teacher": (0, 0.5)}, ema_momentum=0.02)]
+    assert module.main(["--merge", *same, "--out", str(tmp_path / "same.json")]) == 0
+    for setting, value, named in (("epochs", 60, "epochs is 60"), ("temperature", 2.0, "temperature is 2.0"),
+                                  ("ema_momentum", 0.02, "--set ema_momentum is 0.02"),
+                                  ("set", ['loss_weights={"hard": 1, "soft": 2}'], "--set loss_weights"),
+                                  ("image_size", 128, "image_size is 128")):
+        other = _piece(tmp_path, f"other_{setting}", {"3-conv student from recorded teacher": (0, 0.5)},
+                       **{setting: value})
+        with pytest.raises(SystemExit, match=named):
+            module.main(["--merge", alone, other, "--out", str(tmp_path / "refused.json")])
+    assert not (tmp_path / "refused.json").exists()
 
 
 def test_record_predictions_covers_in_memory_data_sets(tmp_path):

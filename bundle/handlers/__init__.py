@@ -8,6 +8,7 @@ from .intervals import ConfidenceIntervals
 from .guards import NonFiniteLossError, NonFiniteLossGuard
 from .loss_terms import LossTermMeans, loss_and_terms
 from .metrics_writer import MetricsJSONWriter
+from .per_image import PerImageScores
 from .predictions import PredictionWriter
 from .progress import LossProgressBar, ProgressLines
 from .run_log import RunLogFile, open_run_log
@@ -30,6 +31,7 @@ __all__ = [
     "ModelSaver",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
+    "PerImageScores",
     "PredictionWriter",
     "ProgressLines",
     "ResumeCheckpoint",
