@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -255,8 +256,9 @@ def test_every_documented_command_runs_on_a_fresh_clone(tmp_path):
     for block in all_blocks(clone):
         if block.skip:
             continue
+        started = time.monotonic()
         result = run_block(block, clone, env)
-        ran.append(block.where)
+        ran.append(f"{block.where} {time.monotonic() - started:.0f} s")
         output = (result.stdout[-3000:] + "\n" + result.stderr[-6000:]).strip()
         assert result.returncode == block.exit_status, (
             f"{block.where}: exit status {result.returncode}, expected {block.exit_status}, running\n"
