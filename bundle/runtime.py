@@ -12,11 +12,15 @@ the logits back as a tensor on the input's device. The fp32 export gives the PyT
 to 1e-4 (tested); the int8 one (``scripts/export_bundle.py --int8``) is faster on CPUs and checked on real
 images when it is made.
 
-Saliency needs gradients, which ONNX Runtime does not give. With Grad-CAM on, the predictions come from
-ONNX Runtime and the maps from the PyTorch network (``@network``, loaded from ``model.pt`` as always), only
-for the classes explained: one forward pass and a backward pass from the saliency layer per explained class.
-That costs more than the PyTorch backend's one shared pass for a single image (the deploy app's real-time
-path), and less for folders where most images explain one class: ``docs/fast_inference.md`` has the numbers.
+Saliency needs gradients, which ONNX Runtime does not give. Grad-CAM needs only the saliency layer's
+activations and the gradient of a class logit with respect to them, and for the students the network after
+that layer is a small tail (pooling and the classifier). So ``scripts/export_bundle.py --onnx`` gives
+``model.onnx`` a second output, ``saliency_activations``, where the network declares that tail
+(``network.saliency_tail(layer)``), and with Grad-CAM on, one ONNX Runtime run gives the logits and the
+activations; the gradient is taken through the PyTorch tail alone
+(:meth:`bundle.handlers.SaliencyWriter.explain_onnx`). Without the second output or a declared tail, the maps
+come from the whole PyTorch network (``@network``): a forward pass and a backward pass from the saliency layer
+per explained class. ``docs/fast_inference.md`` has the numbers.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["BACKENDS", "OnnxRuntimeNetwork", "inference_network", "onnxruntime_session"]
+#: the ONNX output holding the saliency layer's activations (``bundle.export.exporters.add_saliency_output``)
+SALIENCY_OUTPUT = "saliency_activations"
+
+__all__ = ["SALIENCY_OUTPUT", "BACKENDS", "OnnxRuntimeNetwork", "inference_network", "onnxruntime_session"]
 
 BACKENDS = ("pytorch", "onnxruntime")
 
@@ -96,11 +103,25 @@ class OnnxRuntimeNetwork(torch.nn.Module):
         state["_session"] = None  # sessions do not pickle
         return state
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    @property
+    def gives_activations(self) -> bool:
+        """Whether the model has the saliency layer's activations as an output (``saliency_activations``)."""
+        return SALIENCY_OUTPUT in [output.name for output in self.session.get_outputs()]
+
+    def _run(self, images: torch.Tensor, activations: bool) -> list[np.ndarray]:
         session = self.session
         array = np.ascontiguousarray(images.detach().to("cpu", torch.float32).numpy())
-        logits = session.run(None, {session.get_inputs()[0].name: array})[0]
-        return torch.from_numpy(logits).to(images.device)
+        names = [session.get_outputs()[0].name] + ([SALIENCY_OUTPUT] if activations else [])
+        return session.run(names, {session.get_inputs()[0].name: array})
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._run(images, False)[0]).to(images.device)
+
+    def predict_with_activations(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(logits, the saliency layer's activations)`` from one run; activations None when the model has none."""
+        outputs = self._run(images, self.gives_activations)
+        activations = torch.from_numpy(outputs[1]).to(images.device) if len(outputs) > 1 else None
+        return torch.from_numpy(outputs[0]).to(images.device), activations
 
     def extra_repr(self) -> str:
         return f"path={str(self.path)!r}, threads={self.threads}"

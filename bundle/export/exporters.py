@@ -20,7 +20,8 @@ import torch
 from .errors import ExportError
 
 __all__ = ["ONNX_CONVERTER_KWARGS", "TOLERANCE", "build_network", "check_agreement", "compare_exports",
-           "export_onnx", "export_torchscript"]
+           "export_onnx", "export_torchscript", "add_saliency_output",
+           "has_saliency_tail", "SALIENCY_OUTPUT"]
 
 #: TorchScript-based ONNX export with named, dynamic inputs and outputs (see the module docstring).
 ONNX_CONVERTER_KWARGS: dict[str, Any] = {
@@ -75,6 +76,70 @@ def export_onnx(bundle_dir: str | os.PathLike, input_shape: Sequence[int], filep
                 meta_file=str(root / meta_file), config_file=str(root / config_file), use_trace=True,
                 input_shape=list(input_shape), converter_kwargs=copy.deepcopy(ONNX_CONVERTER_KWARGS))
     return root / filepath
+
+
+#: the second output of ``model.onnx`` where the network declares a saliency tail (:func:`add_saliency_output`)
+SALIENCY_OUTPUT = "saliency_activations"
+
+
+class _WithSaliencyOutput(torch.nn.Module):
+    """``network`` returning ``(logits, the saliency layer's activations)``: what the ONNX export traces."""
+
+    def __init__(self, network: torch.nn.Module, layer: str) -> None:
+        super().__init__()
+        self.network, self.layer = network, layer
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        captured: list[torch.Tensor] = []
+        handle = self.network.get_submodule(self.layer).register_forward_hook(lambda m, i, out: captured.append(out))
+        try:
+            logits = self.network(images)
+        finally:
+            handle.remove()
+        return logits, captured[-1]
+
+
+def has_saliency_tail(network: torch.nn.Module, layer: str | None) -> bool:
+    """Whether ``network`` declares the part after ``layer`` (``network.saliency_tail(layer)`` is a module)."""
+    declare = getattr(network, "saliency_tail", None)
+    return bool(layer) and callable(declare) and declare(str(layer)) is not None
+
+
+@torch.no_grad()
+def add_saliency_output(onnx_path: str | os.PathLike, network: torch.nn.Module, layer: str | None,
+                        input_shape: Sequence[int]) -> bool:
+    """Re-export ``onnx_path`` with a second output, ``saliency_activations`` (the activations of ``layer``), when
+    ``network`` declares its tail after that layer; returns whether it did.
+
+    The first output stays the logits (``pred``), so every consumer of ``model.onnx`` works as before. With both
+    outputs from one ONNX Runtime run, Grad-CAM needs only a backward pass through the PyTorch tail
+    (:meth:`bundle.handlers.SaliencyWriter.explain_onnx`). The activations are checked against PyTorch's
+    (:data:`TOLERANCE`); a network without a declared tail keeps the single output.
+    """
+    if not has_saliency_tail(network, layer):
+        return False
+    import onnxruntime
+
+    network = network.eval().cpu()
+    wrapper = _WithSaliencyOutput(network, str(layer)).eval()
+    kwargs = copy.deepcopy(ONNX_CONVERTER_KWARGS)
+    kwargs["output_names"] = [*kwargs["output_names"], SALIENCY_OUTPUT]
+    kwargs["dynamic_axes"][SALIENCY_OUTPUT] = {0: "batch", 2: "height", 3: "width"}
+    inputs = torch.rand(*input_shape, generator=torch.Generator().manual_seed(0))
+    path = Path(onnx_path)
+    partial = path.with_name(path.name + ".partial")
+    torch.onnx.export(wrapper, inputs, str(partial), **kwargs)
+    session = onnxruntime.InferenceSession(str(partial), providers=["CPUExecutionProvider"])
+    logits, activations = session.run(None, {session.get_inputs()[0].name: inputs.numpy()})
+    reference_logits, reference = wrapper(inputs)
+    difference = max(float((torch.from_numpy(activations) - reference).abs().max()),
+                     float((torch.from_numpy(logits) - reference_logits).abs().max()))
+    if not difference <= TOLERANCE["onnx"] * max(1.0, float(reference.abs().max())):
+        partial.unlink()
+        raise ExportError(f"the ONNX export's {SALIENCY_OUTPUT} ({layer}) disagree with PyTorch's: max |difference| "
+                          f"{difference:.3g}")
+    os.replace(partial, path)
+    return True
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from bundle.thresholds import read_thresholds_file
 
 from .data_license import data_license
 from .errors import ExportError
-from .exporters import check_agreement, compare_exports, export_onnx, export_torchscript
+from .exporters import add_saliency_output, check_agreement, compare_exports, export_onnx, export_torchscript
 from .files import file_sha256, large_files_yaml, write_zip
 from .model_card import model_card
 from .quantize import Int8Report, calibration_records, quantize_int8
@@ -167,6 +167,9 @@ def _export_and_compare(root: Path, model: _Model, onnx: bool) -> tuple[list[str
     size = model.image_size
     if onnx:
         export_onnx(root, input_shape=[1, 1, size, size])
+        # the saliency layer's activations as a second output: Grad-CAM beside ONNX Runtime (bundle.runtime)
+        add_saliency_output(root / "models" / "model.onnx", model.network, model.config.get("saliency_layer"),
+                            [1, 1, size, size])
         model_files.append("models/model.onnx")
     inputs = torch.rand((2, 1, size, size), generator=torch.Generator().manual_seed(0))
     agreement = compare_exports(model.network, inputs, torchscript=root / "models" / "model.ts",

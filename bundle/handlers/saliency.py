@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import os
 import re
 import warnings
@@ -59,9 +60,13 @@ from ..metrics import probabilities as task_probabilities
 from ..thresholds import class_thresholds
 
 __all__ = ["SaliencyWriter", "class_tokens", "make_cam", "output_name", "read_original", "unit_range", "saliency_targets",
-           "write_overlay", "gradients_from_layer"]
+           "write_overlay", "gradients_from_layer", "SaliencyTail", "saliency_tail"]
 
 METHODS = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
+#: how far the PyTorch tail's logits (on ONNX Runtime's activations) may be from ONNX Runtime's, relative to the
+#: largest logit, before the maps are taken from the whole PyTorch network instead
+TAIL_TOLERANCE = 1e-3
+logger = logging.getLogger(__name__)
 
 
 def as_flag(value: object) -> bool:
@@ -156,6 +161,26 @@ def gradients_from_layer(network: torch.nn.Module, layer: str) -> Iterator[None]
             parameter.requires_grad_(flag)
 
 
+class SaliencyTail(torch.nn.Module):
+    """The network after its saliency layer (``network.saliency_tail(layer)``), with an identity ``layer`` in front on
+    which MONAI's CAMs place their hooks: fed the layer's activations (from ONNX Runtime), it gives the logits, and
+    MONAI's Grad-CAM / Grad-CAM++ on it give the network's maps at the cost of the tail's backward pass."""
+
+    def __init__(self, tail: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer, self.tail = torch.nn.Identity(), tail
+
+    def forward(self, activations: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.layer(activations))
+
+
+def saliency_tail(network: torch.nn.Module, layer: str) -> SaliencyTail | None:
+    """:class:`SaliencyTail` of ``network`` after ``layer``, when the network declares one (``saliency_tail``)."""
+    declare = getattr(network, "saliency_tail", None)
+    tail = declare(layer) if callable(declare) else None
+    return SaliencyTail(tail).train(network.training) if isinstance(tail, torch.nn.Module) else None
+
+
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.") or "image"
 
@@ -235,6 +260,9 @@ class SaliencyWriter:
         if self.enabled and target_layer not in names:  # disabled: another network needs no saliency layer
             raise ValueError(f"{type(network).__name__} has no module {target_layer!r} for saliency")
         self.cam = make_cam(method, network, target_layer) if self.enabled else None
+        tail = saliency_tail(network, target_layer) if self.enabled else None
+        self.tail_cam = make_cam(method, tail, "layer") if tail is not None else None  # for ONNX Runtime's activations
+        self._fallback_said = False
         self.network, self.target_layer = network, target_layer
         self.output_dir = Path(output_dir) / "saliency"
         self.class_names, self.task, self.max_classes = list(class_names), task, max_classes
@@ -324,6 +352,68 @@ class SaliencyWriter:
                 class_maps = self.cam(images, class_idx=k).detach().float().cpu()
                 maps.update({(row, k): class_maps[row] for row, wanted in enumerate(targets) if k in wanted})
         return logits, [{k: maps[(row, k)] for k in wanted} for row, wanted in enumerate(targets)]
+
+    def explain_onnx(self, predictor: torch.nn.Module, images: torch.Tensor, probabilities: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, list[dict[int, torch.Tensor]]]:
+        """Predict with ``predictor`` (an :class:`~bundle.runtime.OnnxRuntimeNetwork`) and map the classes to explain:
+        ``(logits, [{class index: 1 x H x W map}])``, as :meth:`explain` gives them.
+
+        Where the ONNX model gives the saliency layer's activations and the network declares its tail after that
+        layer, one ONNX Runtime run gives the logits and the activations, and each explained class costs a
+        backward pass through the PyTorch tail only (MONAI's Grad-CAM / Grad-CAM++ on :class:`SaliencyTail`: the
+        same weights, upsampler and normaliser, so the same maps as the PyTorch backend's). Otherwise (or when
+        the tail's logits do not match ONNX Runtime's) the maps come from the whole PyTorch network (said once
+        in the log). ``probabilities``: the classes to explain are chosen from them instead of the logits.
+        """
+        if self.cam is None:
+            raise RuntimeError("saliency is disabled (enabled=False)")
+        activations = None
+        with torch.no_grad():
+            if self.tail_cam is not None and callable(getattr(predictor, "predict_with_activations", None)):
+                logits, activations = predictor.predict_with_activations(images)
+            else:
+                logits = predictor(images)
+        logits = logits.float()
+        if probabilities is None:
+            probabilities = torch.from_numpy(task_probabilities(logits.cpu(), self.task))
+        maps = self._maps_from_activations(images, activations, logits, probabilities) if activations is not None \
+            else None
+        if maps is None:
+            if not self._fallback_said:
+                self._fallback_said = True
+                why = ("the ONNX model has no saliency_activations output (re-export it with this version)"
+                       if self.tail_cam is not None and activations is None else
+                       f"{type(self.network).__name__} declares no tail after {self.target_layer!r}"
+                       if self.tail_cam is None else "the PyTorch tail's logits differ from ONNX Runtime's")
+                logger.info("Grad-CAM maps from the PyTorch network (a forward and a backward pass per class): %s", why)
+            maps = self.explain(images, probabilities.float().cpu())[1]
+        return logits, maps
+
+    def _maps_from_activations(self, images: torch.Tensor, activations: torch.Tensor, logits: torch.Tensor,
+                               probabilities: torch.Tensor) -> list[dict[int, torch.Tensor]] | None:
+        """Maps from the saliency layer's ``activations``; None when the tail does not reproduce ``logits``."""
+        cam = self.tail_cam
+        tail = cam.nn_module.model
+        targets = saliency_targets(probabilities.float().cpu(), self.task, self.threshold, self.max_classes,
+                                   ranking=logits.cpu())
+        captured: list[torch.Tensor] = []
+        handle = tail.register_forward_hook(lambda m, i, out: captured.append(out.detach()))
+        maps = {}
+        try:
+            with torch.enable_grad(), gradients_from_layer(tail, "layer"):
+                for k in sorted({k for t in targets for k in t}):
+                    # MONAI's own map (weights, weighted sum, ReLU), upsampler and normaliser, as GradCAM.__call__
+                    acti_map = cam.compute_map(activations, class_idx=k)
+                    class_maps = cam.postprocessing(cam.upsampler(images.shape[2:])(acti_map)).detach().float().cpu()
+                    maps.update({(row, k): class_maps[row] for row, wanted in enumerate(targets) if k in wanted})
+        finally:
+            handle.remove()
+        if captured:
+            # the tail must be the network's: its logits are ONNX Runtime's (fp32: 1e-4; int8 models differ more)
+            difference = float((captured[0].float() - logits.to(captured[0].device)).abs().max())
+            if not difference <= TAIL_TOLERANCE * max(1.0, float(logits.abs().max())):
+                return None
+        return [{k: maps[(row, k)] for k in wanted} for row, wanted in enumerate(targets)]
 
     def write(self, names: list[str], images: torch.Tensor, maps: list[dict[int, torch.Tensor]],
               output_dir: str | os.PathLike | None = None, originals: list[np.ndarray | None] | None = None,

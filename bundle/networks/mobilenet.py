@@ -174,6 +174,14 @@ class MobileNetV3(nn.Module):
                 nn.init.normal_(module.weight, 0.0, 0.01)
                 nn.init.zeros_(module.bias)
 
+    def saliency_tail(self, layer: str) -> nn.Module | None:
+        """The network after ``layer`` as a module (``head`` -> pooling -> classifier), sharing its weights; None
+        for any other layer. ONNX Runtime gives the ``head`` activations, and Grad-CAM's gradient is taken through
+        this tail alone (:mod:`bundle.runtime`)."""
+        if layer != "head":
+            return None
+        return nn.Sequential(self.pool, nn.Flatten(1), self.classifier)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         # written out (hasattr is decided when TorchScript compiles): scripting takes no getattr of a computed name

@@ -79,6 +79,13 @@ class ThreeConvStudent(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(previous, out_channels)
 
+    def saliency_tail(self, layer: str) -> nn.Module | None:
+        """The network after ``layer`` as a module (``conv3`` -> pooling -> dropout -> linear), sharing its weights;
+        None for any other layer (see :meth:`bundle.networks.MobileNetV3.saliency_tail`)."""
+        if layer != "conv3":
+            return None
+        return nn.Sequential(self.pool, nn.Flatten(1), self.dropout, self.classifier)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv3(self.conv2(self.conv1(x)))
         return self.classifier(self.dropout(torch.flatten(self.pool(x), 1)))
