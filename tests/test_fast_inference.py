@@ -114,20 +114,26 @@ def test_deploy_classify_with_onnxruntime_matches_pytorch(tmp_path, model):
     checkpoint, onnx_file = model
     dicom = require_shared("dicom/chest_cr_monochrome1.dcm")
     radiograph = read_chest_radiograph(dicom)
+    network = ThreeConvStudent(in_channels=1, out_channels=len(CLASSES)).eval()
+    network.load_state_dict(torch.load(checkpoint))
+    with_activations = _export_with_activations(network, "conv3", tmp_path / "with_activations.onnx", 64)
     results = {}
-    for backend in ("pytorch", "onnxruntime"):
+    for backend, path in (("pytorch", onnx_file), ("onnxruntime", onnx_file), ("onnxruntime+", with_activations)):
         bundle_model = load_bundle(checkpoint, device="cpu", overrides={
-            "image_size": 64, "backend": backend, "onnx_path": str(onnx_file)})
-        assert bundle_model.backend == backend
+            "image_size": 64, "backend": backend.rstrip("+"), "onnx_path": str(path)})
+        assert bundle_model.backend == backend.rstrip("+")
         results[backend] = classify(bundle_model, radiograph)
-    reference, onnx_result = results["pytorch"], results["onnxruntime"]
-    for finding, p in reference.probabilities.items():
-        assert abs(onnx_result.probabilities[finding] - p) <= 1e-4
-    assert onnx_result.positive == reference.positive
-    # the top class's map exists with both backends (PyTorch computes it for onnxruntime)
-    top = int(np.argmax(list(reference.probabilities.values())))
-    assert top in onnx_result.saliency_maps and top in reference.saliency_maps
-    np.testing.assert_allclose(onnx_result.saliency_maps[top], reference.saliency_maps[top], atol=1e-5)
+    reference = results["pytorch"]
+    # without the activations output the whole PyTorch network maps; with it, the PyTorch tail: the same maps
+    for onnx_result in (results["onnxruntime"], results["onnxruntime+"]):
+        for finding, p in reference.probabilities.items():
+            assert abs(onnx_result.probabilities[finding] - p) <= 1e-4
+        assert onnx_result.positive == reference.positive
+        top = int(np.argmax(list(reference.probabilities.values())))
+        assert top in onnx_result.saliency_maps and top in reference.saliency_maps
+        assert sorted(onnx_result.saliency_maps) == sorted(reference.saliency_maps)
+        for k, saliency in reference.saliency_maps.items():
+            np.testing.assert_allclose(onnx_result.saliency_maps[k], saliency, atol=1e-5)
 
 
 @pytest.mark.timeout(600)
@@ -265,3 +271,127 @@ def test_deploy_command_line_with_the_onnxruntime_backend(tmp_path, model):
     for finding, p in records["pytorch"]["probabilities"].items():
         assert abs(records["onnxruntime"]["probabilities"][finding] - p) <= 1e-4
     assert list((tmp_path / "onnxruntime" / "saliency").glob("*.png"))
+
+
+# ------------------------------------------------------------------ Grad-CAM from ONNX Runtime's activations
+
+
+def _net_with_spread_logits(name: str, classes: int = 5, size: int = 64):
+    from bundle.networks import build_network
+
+    torch.manual_seed(0)
+    network, size = build_network(name, classes, size)
+    network.eval()
+    with torch.no_grad():  # untrained logits all tie; spread them so the explained classes are well defined
+        last = [m for m in network.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.bias.copy_(torch.linspace(-2.0, 2.0, classes))
+    return network, size
+
+
+def _export_with_activations(network, layer, path, size):
+    from bundle.export.exporters import SALIENCY_OUTPUT, add_saliency_output
+
+    torch.onnx.export(network, torch.rand(1, 1, size, size), str(path), **ONNX_CONVERTER_KWARGS)
+    assert add_saliency_output(path, network, layer, [1, 1, size, size])
+    import onnx
+
+    outputs = [output.name for output in onnx.load(str(path)).graph.output]
+    assert outputs == ["pred", SALIENCY_OUTPUT]  # the logits stay the first output
+    return path
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
+@pytest.mark.parametrize("name", ["compact_student", "student"])
+def test_onnxruntime_activations_give_the_pytorch_backends_maps_through_the_tail(tmp_path, name, method):
+    """One ONNX Runtime run (logits + saliency activations), Grad-CAM through the PyTorch tail: PyTorch's maps."""
+    from bundle.handlers import SaliencyWriter
+    from bundle.networks import NETWORKS
+    from bundle.runtime import OnnxRuntimeNetwork
+
+    network, size = _net_with_spread_logits(name)
+    layer = NETWORKS[name].saliency_layer
+    onnx_file = _export_with_activations(network, layer, tmp_path / "model.onnx", size)
+    predictor = OnnxRuntimeNetwork(onnx_file, threads=1)
+    assert predictor.gives_activations
+    writer = SaliencyWriter(network, layer, tmp_path, [f"c{k}" for k in range(5)], method=method, threshold=0.3,
+                            max_classes=3)
+    images = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(1))
+    reference_logits, reference = writer.explain(images)  # the PyTorch backend: top class + the others explained
+    explain = writer.explain
+    writer.explain = lambda *a, **k: pytest.fail("fell back to the whole PyTorch network")
+    logits, maps = writer.explain_onnx(predictor, images)
+    writer.explain = explain
+    assert torch.allclose(logits, reference_logits, atol=1e-4)
+    assert [sorted(m) for m in maps] == [sorted(m) for m in reference] and all(len(m) == 3 for m in maps)
+    for row in range(2):
+        for k, saliency in reference[row].items():
+            assert maps[row][k].shape == (1, size, size)
+            np.testing.assert_allclose(maps[row][k].numpy(), saliency.numpy(), atol=1e-5)
+    # the classes to explain may come from given probabilities (the evaluator's)
+    chosen = torch.zeros(2, 5)
+    chosen[:, 0] = 1.0
+    _, maps = writer.explain_onnx(predictor, images, chosen)
+    _, reference = writer.explain(images, chosen)
+    assert [list(m) for m in maps] == [[0], [0]]
+    np.testing.assert_allclose(maps[1][0].numpy(), reference[1][0].numpy(), atol=1e-5)
+
+
+def test_onnxruntime_maps_fall_back_to_pytorch_without_activations_or_a_tail(tmp_path, model, caplog):
+    """No saliency output (an older export), or a layer with no declared tail: the whole network's maps, said once."""
+    import logging
+
+    from bundle.handlers import SaliencyWriter
+    from bundle.runtime import OnnxRuntimeNetwork
+
+    checkpoint, onnx_file = model
+    network = ThreeConvStudent(in_channels=1, out_channels=len(CLASSES)).eval()
+    network.load_state_dict(torch.load(checkpoint))
+    images = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(2))
+    for layer, path in (("conv3", onnx_file), ("conv2", _export_with_activations(network, "conv3", tmp_path / "a.onnx", 64))):
+        predictor = OnnxRuntimeNetwork(path, threads=1)
+        writer = SaliencyWriter(network, layer, tmp_path, CLASSES, threshold=0.0, max_classes=2)
+        assert (writer.tail_cam is None) == (layer == "conv2")
+        with caplog.at_level(logging.INFO, logger="bundle.handlers.saliency"):
+            caplog.clear()
+            for _ in range(2):
+                logits, maps = writer.explain_onnx(predictor, images)
+        said = [r.message for r in caplog.records if "Grad-CAM maps from the PyTorch network" in r.message]
+        assert len(said) == 1 and ("no saliency_activations output" in said[0] if layer == "conv3"
+                                   else "declares no tail after 'conv2'" in said[0])
+        reference_logits, reference = writer.explain(images)
+        assert torch.allclose(logits, reference_logits, atol=1e-4)
+        assert sorted(maps[0]) == sorted(reference[0])
+        for k in reference[0]:
+            np.testing.assert_allclose(maps[0][k].numpy(), reference[0][k].numpy(), atol=1e-5)
+
+
+@pytest.mark.timeout(300)
+def test_int8_model_with_activations_keeps_pytorchs_maps(tmp_path):
+    """int8 logits are not the fp32 tail's (quantised outputs): the maps come from the PyTorch network, exact."""
+    from monai.bundle import ConfigParser
+
+    from bundle.export.quantize import calibration_records, quantize_int8
+    from bundle.handlers import SaliencyWriter
+    from bundle.runtime import OnnxRuntimeNetwork
+
+    folder = require_shared("nih14_subset")
+    network, size = _net_with_spread_logits("student", 14)
+    fp32 = _export_with_activations(network, "conv3", tmp_path / "model.onnx", size)
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "configs" / "inference.json"))
+    parser.update({"on_error": "record", "image_size": size})
+    preprocessing = parser.get_parsed_content("preprocessing")
+    calibration, _, _ = calibration_records("nih", folder, 0, 4, "test")
+    int8 = tmp_path / "model_int8.onnx"
+    quantize_int8(fp32, int8, preprocessing, calibration, [], [str(k) for k in range(14)])
+    predictor = OnnxRuntimeNetwork(int8, threads=1)
+    assert predictor.gives_activations
+    writer = SaliencyWriter(network, "conv3", tmp_path, [str(k) for k in range(14)], max_classes=1, threshold=2.0)
+    image = torch.as_tensor(preprocessing({"image": str(calibration[0]["image"])})["image"])[None]
+    logits, maps = writer.explain_onnx(predictor, image)
+    reference_logits, reference = writer.explain(image)
+    assert (logits - reference_logits).abs().max() < 0.1
+    top = int(logits.argmax())
+    np.testing.assert_allclose(maps[0][top].numpy(), writer.explain(image, torch.nn.functional.one_hot(
+        torch.tensor([top]), 14).float())[1][0][top].numpy(), atol=1e-6)
+    assert predictor in writer._tail_mismatch  # not asked for its activations again

@@ -46,14 +46,14 @@ def classify(model: BundleModel, radiograph: ChestRadiograph) -> Classification:
     image = torch.as_tensor(sample["image"]).float()
     maps = None
     if model.backend != "pytorch" and model.predictor is not None:
-        # ONNX Runtime predicts; Grad-CAM needs gradients: the PyTorch network maps the explained classes only
-        with torch.no_grad():
-            logits = model.predictor(image[None].to(model.device))[0]
         if model.saliency_writer is not None:
-            probabilities = model.postprocessing({"pred": logits.float()})["pred"]
-            _, batch_maps = model.saliency_writer.explain(
-                image[None].to(model.device), torch.as_tensor(probabilities).float().cpu().reshape(1, -1))
-            maps = batch_maps[0]
+            # ONNX Runtime predicts and gives the saliency layer's activations; Grad-CAM's gradient comes from the
+            # PyTorch tail after that layer (or the whole network where there is none: bundle.runtime)
+            batch_logits, batch_maps = model.saliency_writer.explain_onnx(model.predictor, image[None].to(model.device))
+            logits, maps = batch_logits[0], batch_maps[0]
+        else:
+            with torch.no_grad():
+                logits = model.predictor(image[None].to(model.device))[0]
     elif model.saliency_writer is not None and not (model.amp and model.device.type == "cuda"):
         # one forward pass gives the prediction and the top class's Grad-CAM map (real-time path)
         batch_logits, batch_maps = model.saliency_writer.explain(image[None].to(model.device))

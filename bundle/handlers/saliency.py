@@ -42,6 +42,7 @@ import logging
 import os
 import re
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -263,6 +264,7 @@ class SaliencyWriter:
         tail = saliency_tail(network, target_layer) if self.enabled else None
         self.tail_cam = make_cam(method, tail, "layer") if tail is not None else None  # for ONNX Runtime's activations
         self._fallback_said = False
+        self._tail_mismatch: weakref.WeakSet = weakref.WeakSet()  # predictors whose logits the tail does not give
         self.network, self.target_layer = network, target_layer
         self.output_dir = Path(output_dir) / "saliency"
         self.class_names, self.task, self.max_classes = list(class_names), task, max_classes
@@ -369,7 +371,8 @@ class SaliencyWriter:
             raise RuntimeError("saliency is disabled (enabled=False)")
         activations = None
         with torch.no_grad():
-            if self.tail_cam is not None and callable(getattr(predictor, "predict_with_activations", None)):
+            if self.tail_cam is not None and predictor not in self._tail_mismatch and \
+                    callable(getattr(predictor, "predict_with_activations", None)):
                 logits, activations = predictor.predict_with_activations(images)
             else:
                 logits = predictor(images)
@@ -379,12 +382,15 @@ class SaliencyWriter:
         maps = self._maps_from_activations(images, activations, logits, probabilities) if activations is not None \
             else None
         if maps is None:
+            if activations is not None:  # e.g. an int8 model: its logits are not the fp32 tail's; not asked again
+                self._tail_mismatch.add(predictor)
             if not self._fallback_said:
                 self._fallback_said = True
-                why = ("the ONNX model has no saliency_activations output (re-export it with this version)"
-                       if self.tail_cam is not None and activations is None else
-                       f"{type(self.network).__name__} declares no tail after {self.target_layer!r}"
-                       if self.tail_cam is None else "the PyTorch tail's logits differ from ONNX Runtime's")
+                why = (f"{type(self.network).__name__} declares no tail after {self.target_layer!r}"
+                       if self.tail_cam is None else
+                       "the PyTorch tail's logits differ from the ONNX model's (an int8 model's do)"
+                       if predictor in self._tail_mismatch else
+                       "the ONNX model has no saliency_activations output (export it again with this version)")
                 logger.info("Grad-CAM maps from the PyTorch network (a forward and a backward pass per class): %s", why)
             maps = self.explain(images, probabilities.float().cpu())[1]
         return logits, maps
