@@ -91,6 +91,9 @@ class OnnxRuntimeNetwork(torch.nn.Module):
         self.path, self.threads = Path(path), int(threads or 0)
         self.device_name = None if device is None else str(device)
         self._session: Any = None
+        # set by a SaliencyWriter that maps from the activations: forward keeps the last batch's
+        self.keep_activations = False
+        self.last_activations: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def session(self) -> Any:
@@ -101,6 +104,7 @@ class OnnxRuntimeNetwork(torch.nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_session"] = None  # sessions do not pickle
+        state["last_activations"] = None
         return state
 
     @property
@@ -115,7 +119,11 @@ class OnnxRuntimeNetwork(torch.nn.Module):
         return session.run(names, {session.get_inputs()[0].name: array})
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self._run(images, False)[0]).to(images.device)
+        if not (self.keep_activations and self.gives_activations):
+            return torch.from_numpy(self._run(images, False)[0]).to(images.device)
+        logits, activations = self.predict_with_activations(images)
+        self.last_activations = (images.detach(), logits, activations)  # for the SaliencyWriter of this batch
+        return logits
 
     def predict_with_activations(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(logits, the saliency layer's activations)`` from one run; activations None when the model has none."""

@@ -68,6 +68,33 @@ def test_onnxruntime_backend_gives_pytorchs_probabilities_and_pytorchs_maps(tmp_
         np.testing.assert_allclose(onnx_maps[name], saliency, atol=1e-5)
 
 
+def test_onnxruntime_backend_maps_from_the_exports_activations_in_the_config(tmp_path, model, monkeypatch):
+    """configs/inference.json --backend onnxruntime on a model.onnx with saliency_activations: the evaluator's one
+    ONNX Runtime run per batch gives the maps' activations (no PyTorch forward pass), the PyTorch backend's maps."""
+    from bundle.handlers import SaliencyWriter
+
+    checkpoint, _ = model
+    network = ThreeConvStudent(in_channels=1, out_channels=len(CLASSES)).eval()
+    network.load_state_dict(torch.load(checkpoint))
+    onnx_file = _export_with_activations(network, "conv3", tmp_path / "with_activations.onnx", 64)
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for seed in range(3):
+        _phantom_png(folder / f"case{seed}.png", seed)
+    (folder / "truncated.png").write_bytes((folder / "case0.png").read_bytes()[:300])  # a row the batch drops
+    reference = _run(tmp_path / "pytorch", folder, checkpoint, threshold=0.4, batch_size=4)
+    monkeypatch.setattr(SaliencyWriter, "explain", lambda *a, **k: pytest.fail("mapped with the whole network"))
+    onnx_rows = _run(tmp_path / "onnx", folder, checkpoint, threshold=0.4, batch_size=4, backend="onnxruntime",
+                     onnx_path=str(onnx_file), onnx_threads=1)
+    assert {image: row["predicted"] for image, row in onnx_rows.items()} == \
+        {image: row["predicted"] for image, row in reference.items()}
+    maps = {path.name: np.load(path) for path in (tmp_path / "pytorch" / "saliency").glob("*.npy")}
+    onnx_maps = {path.name: np.load(path) for path in (tmp_path / "onnx" / "saliency").glob("*.npy")}
+    assert len(maps) >= 3 and set(onnx_maps) == set(maps)
+    for name, saliency in maps.items():
+        np.testing.assert_allclose(onnx_maps[name], saliency, atol=1e-5)
+
+
 def test_onnxruntime_backend_without_an_onnx_file_names_it(tmp_path, model):
     from bundle.error_report import data_error_in
 

@@ -253,7 +253,7 @@ class SaliencyWriter:
     def __init__(self, network: torch.nn.Module, target_layer: str, output_dir: str | os.PathLike,
                  class_names: list[str], task: str = "multilabel", method: str = "gradcam",
                  threshold: float | Sequence[float] | Mapping[str, float] = 0.5, max_classes: int = 3, overlay: bool = True, filename_key: str = "filename",
-                 error_key: str = "error", enabled: bool = True) -> None:
+                 error_key: str = "error", enabled: bool = True, predictor: torch.nn.Module | None = None) -> None:
         self.enabled = as_flag(enabled)
         if method not in METHODS:
             raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -265,6 +265,11 @@ class SaliencyWriter:
         self.tail_cam = make_cam(method, tail, "layer") if tail is not None else None  # for ONNX Runtime's activations
         self._fallback_said = False
         self._tail_mismatch: weakref.WeakSet = weakref.WeakSet()  # predictors whose logits the tail does not give
+        # the evaluator's predictor (configs/inference.json's @predictor): an ONNX Runtime one keeps each batch's
+        # saliency activations, from which __call__ maps through the tail
+        self.predictor = predictor if predictor is not network and self.tail_cam is not None else None
+        if self.predictor is not None and hasattr(self.predictor, "keep_activations"):
+            self.predictor.keep_activations = True
         self.network, self.target_layer = network, target_layer
         self.output_dir = Path(output_dir) / "saliency"
         self.class_names, self.task, self.max_classes = list(class_names), task, max_classes
@@ -306,7 +311,9 @@ class SaliencyWriter:
         outputs = [engine.state.output[i] for i in keep]
         images = torch.stack([torch.as_tensor(o["image"]) for o in outputs]).to(engine.state.device)
         probabilities = torch.stack([torch.as_tensor(o["pred"]).reshape(-1) for o in outputs]).float().cpu()
-        _, maps = self.explain(images, probabilities)
+        maps = self._maps_from_predictor(images, keep, probabilities)
+        if maps is None:
+            _, maps = self.explain(images, probabilities)
         inputs = [str(engine.state.batch[i].get(self.filename_key, f"image{i}")) for i in keep]
         names = [output_name(filename, self._names) for filename in inputs]
         originals = [read_original(engine.state.batch[i].get(self.filename_key)) if self.overlay else None
@@ -394,6 +401,27 @@ class SaliencyWriter:
                 logger.info("Grad-CAM maps from the PyTorch network (a forward and a backward pass per class): %s", why)
             maps = self.explain(images, probabilities.float().cpu())[1]
         return logits, maps
+
+    def _maps_from_predictor(self, images: torch.Tensor, keep: list[int], probabilities: torch.Tensor
+                             ) -> list[dict[int, torch.Tensor]] | None:
+        """Maps from the activations the ONNX Runtime predictor kept for this batch (rows ``keep``); None where it
+        kept none for these images, or the tail does not give its logits (then the whole network maps)."""
+        kept = getattr(self.predictor, "last_activations", None) if self.predictor is not None else None
+        if kept is None or self.predictor in self._tail_mismatch:
+            return None
+        batch, logits, activations = kept
+        rows = torch.as_tensor(keep, device=batch.device)
+        if len(batch) <= max(keep) or not torch.equal(torch.as_tensor(batch.index_select(0, rows)).float(),
+                                                      torch.as_tensor(images).to(batch.device).float()):
+            return None
+        maps = self._maps_from_activations(images, activations.index_select(0, rows.to(activations.device)),
+                                           logits.index_select(0, rows.to(logits.device)).float(), probabilities)
+        if maps is None:
+            self._tail_mismatch.add(self.predictor)
+            self.predictor.keep_activations = False
+            logger.info("Grad-CAM maps from the PyTorch network (a forward and a backward pass per class): the PyTorch "
+                        "tail's logits differ from the ONNX model's (an int8 model's do)")
+        return maps
 
     def _maps_from_activations(self, images: torch.Tensor, activations: torch.Tensor, logits: torch.Tensor,
                                probabilities: torch.Tensor) -> list[dict[int, torch.Tensor]] | None:
