@@ -59,13 +59,16 @@ def test_onnx_takes_any_batch_and_image_size(exported):
 
     session = onnxruntime.InferenceSession(str(exported.bundle_dir / "models" / "model.onnx"),
                                            providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == ["image"] and [o.name for o in session.get_outputs()] == ["pred"]
+    # the logits first; the saliency layer's activations (conv3) second, for Grad-CAM beside ONNX Runtime
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert [o.name for o in session.get_outputs()] == ["pred", "saliency_activations"]
     network = bundle_network(exported.bundle_dir)
     x = torch.rand(3, 1, 96, 80, generator=torch.Generator().manual_seed(1))
-    (output,) = session.run(None, {"image": x.numpy()})
+    output, activations = session.run(None, {"image": x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(output, network(x).numpy(), atol=1e-4)
-    assert output.shape == (3, len(CLASSES))
+        np.testing.assert_allclose(activations, network.conv3(network.conv2(network.conv1(x))).numpy(), atol=1e-4)
+    assert output.shape == (3, len(CLASSES)) and activations.shape[:2] == (3, 128)
 
 
 def test_torchscript_carries_metadata_and_config(exported):

@@ -422,3 +422,27 @@ def test_int8_model_with_activations_keeps_pytorchs_maps(tmp_path):
     np.testing.assert_allclose(maps[0][top].numpy(), writer.explain(image, torch.nn.functional.one_hot(
         torch.tensor([top]), 14).float())[1][0][top].numpy(), atol=1e-6)
     assert predictor in writer._tail_mismatch  # not asked for its activations again
+
+
+@pytest.mark.timeout(600)
+def test_benchmark_end_to_end_times_every_path_and_checks_the_maps(tmp_path):
+    """--sections end_to_end: PyTorch, ONNX Runtime fp32 / int8 with the tail's map, and int8 + PyTorch's map; the
+    fp32 tail's map is the PyTorch backend's, and the target names the fastest path that gives that map."""
+    import importlib.util
+
+    require_shared("nih14_subset")
+    require_shared("dicom/chest_cr_monochrome1.dcm")
+    spec = importlib.util.spec_from_file_location("benchmark_inference", REPO_ROOT / "scripts" / "benchmark_inference.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "report.json"
+    assert script.main(["--sections", "end_to_end", "--repeats", "1", "--calibration_images", "4",
+                        "--out", str(out)]) == 0
+    e2e = json.loads(out.read_text())["end_to_end"]
+    assert set(e2e["totals"]) == {"pytorch", "onnxruntime fp32 + tail map", "onnxruntime int8 + tail map",
+                                  "onnxruntime int8 + pytorch map"}
+    assert e2e["map_agreement_with_pytorch"]["onnxruntime fp32"]["same_class"]
+    assert e2e["map_agreement_with_pytorch"]["onnxruntime fp32"]["max_abs_map_difference"] <= 1e-4
+    assert e2e["best"] in e2e["totals"] and e2e["ratio_best_vs_pytorch"] > 0
+    (target,) = [row for row in json.loads(out.read_text())["targets"] if row["target"] == "end to end < 40 ms"]
+    assert e2e["best"] in target["detail"] and target["status"] in ("PASS", "FAIL")
