@@ -464,9 +464,13 @@ def main(argv: list[str] | None = None) -> int:
             save()
     save()
     print()
+    def number(value: Any) -> str:  # a target merged from another script may carry text (MONAI Label's)
+        return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
     for row in report["targets"]:
-        print(f"{row['status']:>6}  {row['target']}: {row['value']:g}{'' if row['unit'] == 'x' else ' ' + row['unit']}"
-              f" (required {'<' if row['unit'] == 'ms' or 'load_cxr' in row['target'] else '>='} {row['required']:g})")
+        print(f"{row['status']:>6}  {row['target']}: {number(row['value'])}"
+              f"{'' if row.get('unit', 'x') == 'x' else ' ' + str(row['unit'])} (required "
+              f"{'<' if row.get('unit') == 'ms' or 'load_cxr' in row['target'] else '>='} {number(row['required'])})")
     return 0
 
 
