@@ -46,7 +46,8 @@ def _own_options() -> argparse.ArgumentParser:
                              "(BodyPartExamined, Modality); the default refuses it with exit status 2")
     parser.add_argument("--backend", choices=("pytorch", "onnxruntime"), default=None,
                         help="what predicts: the bundle's PyTorch network (its config's default) or ONNX Runtime "
-                             "from models/model.onnx (Grad-CAM maps still from PyTorch; docs/fast_inference.md)")
+                             "from models/model.onnx (Grad-CAM maps from its saliency activations through the PyTorch tail: the "
+                             "fastest path to one image with its map; docs/fast_inference.md)")
     parser.add_argument("--onnx-path", dest="onnx_path", default=None,
                         help="the ONNX model of --backend onnxruntime (default: the bundle's models/model.onnx; "
                              "models/model_int8.onnx for the int8 export)")
