@@ -25,7 +25,10 @@ Explained classes: the predicted class (multi-class), or the findings at or abov
 their threshold (multi-label; the most probable one if none is), at most
 ``max_classes`` per image. Each class needs one backward pass over the batch.
 :meth:`SaliencyWriter.explain` without probabilities predicts and explains the top class in one
-forward pass (the single-image, real-time path of the deploy app).
+forward pass (the single-image, real-time path of the deploy app). With ONNX Runtime predicting,
+:meth:`SaliencyWriter.explain_onnx` (and the handler, given ``predictor``) maps from the ONNX model's
+``saliency_activations`` through the network's declared tail after the layer (:class:`SaliencyTail`):
+the same maps for the cost of the tail's backward pass; else from the whole network.
 
 Config example (``inference.json``, in ``evaluator#val_handlers``)::
 
@@ -248,6 +251,8 @@ class SaliencyWriter:
             number, or per class as :class:`~bundle.handlers.PredictionWriter` takes it.
         overlay: also write the PNG overlay (on the radiograph read again at full resolution).
         enabled: False: attach nothing and place no hooks (``--saliency_enabled False``).
+        predictor: what predicts in the evaluator (``@predictor``); an ONNX Runtime one whose model gives the
+            saliency activations keeps each batch's, and the maps come from them through the tail.
     """
 
     def __init__(self, network: torch.nn.Module, target_layer: str, output_dir: str | os.PathLike,
