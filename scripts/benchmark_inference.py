@@ -4,8 +4,8 @@
 
 Sections (``--sections``, default all but ``monailabel``):
 
-* ``backends``: the compact student (and the 3-conv student) on one thread: PyTorch fp32, ONNX Runtime fp32 and
-  ONNX Runtime int8 (QDQ, calibrated on ``--calibration_images`` real training images of ``--dataset_dir``, as
+* ``backends``: the compact student (and the 3-conv student) on one thread: PyTorch fp32, PyTorch's own int8
+  (``torch.ao`` FX graph mode, x86 backend, same calibration images), ONNX Runtime fp32 and ONNX Runtime int8 (QDQ, calibrated on ``--calibration_images`` real training images of ``--dataset_dir``, as
   ``scripts/export_bundle.py --int8`` does), latency at batch 1 and throughput at batch 32, and the achieved
   GFLOP/s (fp32-equivalent: the network's FLOPs x images/s) against the core's peak (``--peak_flops_per_cycle``
   FP32 FLOPs per cycle, 32 for AVX2 with two FMA units, x the clock);
@@ -86,6 +86,31 @@ def _clock_ghz() -> float | None:
 # ---------------------------------------------------------------------------------------------- backends
 
 
+def _torch_int8(network: Any, preprocessing: Any, calibration: list[dict]) -> Any:
+    """PyTorch's own int8 (``torch.ao`` FX graph mode, the x86 backend's default static config), calibrated
+    on the same images as ONNX Runtime's: measured beside it so that the choice of runtime rests on numbers."""
+    import copy
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # torch.ao's deprecation notices (its successor, torchao, is not installed)
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    images = [torch.as_tensor(preprocessing({"image": record["image"]})["image"])[None].float() for record in calibration]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(copy.deepcopy(network).eval(), get_default_qconfig_mapping("x86"),
+                              example_inputs=(images[0],))
+        with torch.inference_mode():
+            for image in images:
+                prepared(image)
+        return convert_fx(prepared)
+
+
 def _calibration_arrays(size: int, count: int, dataset_dir: Path) -> tuple[list[dict], Any]:
     from monai.bundle import ConfigParser
 
@@ -122,6 +147,7 @@ def bench_backends(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         quantize_int8(fp32, int8, preprocessing, calibration, [], [str(k) for k in range(14)])
         sessions = {"onnxruntime fp32": onnxruntime_session(fp32, threads=1),
                     "onnxruntime int8": onnxruntime_session(int8, threads=1)}
+        torch_int8 = _torch_int8(network, preprocessing, calibration)
         entry: dict[str, Any] = {"image_size": size, "gflops": flops / 1e9, "runs": {}}
         for batch in (1, args.batch_size):
             x = torch.rand(batch, 1, size, size)
@@ -131,7 +157,11 @@ def bench_backends(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 with torch.inference_mode():
                     return network(x)
 
-            steps = {"pytorch fp32": pytorch}
+            def pytorch_int8() -> Any:
+                with torch.inference_mode():
+                    return torch_int8(x)
+
+            steps = {"pytorch fp32": pytorch, "pytorch int8 (torch.ao FX, x86)": pytorch_int8}
             for kind, session in sessions.items():
                 steps[kind] = (lambda s: lambda: s.run(None, {s.get_inputs()[0].name: array}))(session)
             for kind, step in steps.items():
