@@ -84,7 +84,8 @@ class MetricsJSONWriter:
             content["thresholds"] = chosen["thresholds"]
             content["threshold_rule"] = chosen["rule"]
             content["min_sensitivity"] = chosen["min_sensitivity"]
-            content["thresholds_file"] = chosen["file"]
+            # relative to metrics.json: a run folder that is moved or compared with another stays the same
+            content["thresholds_file"] = os.path.relpath(chosen["file"], self.output_dir)
         if self.only_best:
             content["epoch"] = state.epoch  # a validator's epoch is its trainer's
         write_json_atomic(self.output_dir / self.filename, content)
