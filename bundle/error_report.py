@@ -29,6 +29,7 @@ of "To enable traceback see ...". The message bypasses the ``[rank<N>]:`` prefix
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -86,6 +87,8 @@ def _from_worker(error: BaseException) -> CXRDataError | None:
 def _message(error: CXRDataError | CheckpointError | OSError) -> str:
     if isinstance(error, CheckpointError):
         return str(error)
+    if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):  # not the file's fault
+        return _too_many_open_files(error)
     if isinstance(error, OSError) and not isinstance(error, CXRDataError):
         if error.strerror and str(error.filename) in error.strerror:  # a message of ours that names the file
             return error.strerror
@@ -95,6 +98,19 @@ def _message(error: CXRDataError | CheckpointError | OSError) -> str:
         last = text.rstrip().splitlines()[-1]
         text = last.split("Error: ", 1)[1] if "Error: " in last else last
     return text
+
+
+def _too_many_open_files(error: OSError) -> str:
+    scope = "this process" if error.errno == errno.EMFILE else "the whole system"
+    try:
+        import resource  # not on Windows
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        limit, raise_to = f"; this shell allows {soft:,} per process", f" (`ulimit -n {min(max(hard, soft), 65536)}`)"
+    except (ImportError, ValueError, OSError):
+        limit, raise_to = "", ""
+    return (f"too many open files for {scope} (opening {error.filename}{limit}): raise the limit before the "
+            f"run{raise_to}, or use fewer DataLoader workers (--num_workers)")
 
 
 def _traceback_file() -> str:
@@ -161,7 +177,8 @@ def report_uncaught(kind: type[BaseException], error: BaseException, trace: Trac
         stream.write(full)
         stream.write("\n")
     kind_of_error = ("a data error" if isinstance(data_error, CXRDataError) else
-                     "a checkpoint error" if isinstance(data_error, CheckpointError) else "a file error")
+                     "a checkpoint error" if isinstance(data_error, CheckpointError) else
+                     "a system limit" if data_error.errno in (errno.EMFILE, errno.ENFILE) else "a file error")
     stream.write(f"cxr-distill: stopped by {kind_of_error} ({where}; {TRACEBACK_ENV}=1 prints it here)\n")
     stream.write(f"{message}\n")
     if advice:

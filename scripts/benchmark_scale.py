@@ -11,7 +11,7 @@ no disk, and runs the bundle's own data pipeline over it, each phase timed::
 Phases (each N in its own process, so that its peak memory is its own):
 
 * ``read``: the label file into records (the reader, with every image path looked up);
-* ``split``: the patient-level train / validation / test split of those records;
+* ``split``: the patient-level train / validation / test split of those records (the fastest of three);
 * ``check``: the pre-training data check (``check_data: quick``: every file's entry and labels);
 * ``join``: the recorded teacher's file matched to the training images (NIH: the real CheXNet
   predictions, 22,131 rows, a partial coverage as in real use; ``--teacher_predictions none`` skips it);
@@ -19,7 +19,7 @@ Phases (each N in its own process, so that its peak memory is its own):
   ``configs/student.json``'s preprocessing at ``--image_size``, the config's default mode and budget);
   with no worker (``--num_workers 0``) its rate is one core's decode rate;
 * ``augment``: ``--augment_samples`` training items read from the cache and augmented in one process:
-  what one DataLoader worker (one core) delivers per second once the cache is built;
+  what one DataLoader worker (one core) delivers per second once the cache is built (the fastest of three);
 * ``epoch``: one training epoch of the 3-conv student at 64 px (hard labels + the recorded teacher's
   soft labels), through the config's DataLoader settings (workers chosen from the machine);
   ``--max_train_batches`` stops it early, the time per record still measured;
@@ -146,12 +146,15 @@ class Phases:
     def wants(self, name: str) -> bool:
         return self.wanted is None or name in self.wanted
 
-    def run(self, name: str, records: int | None, step, **extra: Any) -> Any:
-        """Time ``step()``; ``records=None``: the step returns ``(value, records it processed)``."""
+    def run(self, name: str, records: int | None, step, repeats: int = 1, **extra: Any) -> Any:
+        """Time ``step()``, the fastest of ``repeats`` runs (for phases of a second or less, whose single
+        timing is mostly the machine's noise); ``records=None``: the step returns ``(value, records)``."""
         print(f"[{name}] ...", flush=True)
-        start = time.perf_counter()
-        value = step()
-        seconds = time.perf_counter() - start
+        seconds = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            value = step()
+            seconds = min(seconds, time.perf_counter() - start)
         if records is None:
             value, records = value
         self.results[name] = {"seconds": seconds, "records": records,
@@ -215,7 +218,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     splits = phases.run("read", args.records, lambda: load_splits(args.dataset, folder, seed=0))
     all_records = splits.all
     phases.run("split", len(all_records), lambda: patient_split(all_records, {"train": 0.7, "validation": 0.1,
-                                                                              "test": 0.2}, seed=0))
+                                                                              "test": 0.2}, seed=0), repeats=3)
     phases.results["read"]["seconds"] -= phases.results["split"]["seconds"]  # load_splits also split them
     read = phases.results["read"]
     read["records_per_s"] = read["records"] / read["seconds"]
@@ -254,7 +257,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     if phases.wants("augment"):  # what one DataLoader worker (one core) delivers from the cache: read + augment
         count = min(len(train_set), args.augment_samples)
-        phases.run("augment", count, lambda: [train_set[i] for i in range(count)])
+        phases.run("augment", count, lambda: [train_set[i] for i in range(count)], repeats=3)
 
     torch.manual_seed(0)
     network = ThreeConvStudent(in_channels=1, out_channels=splits.num_classes)
@@ -291,7 +294,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                 if index >= total:
                     break
                 probabilities.append(torch.sigmoid(network(batch["image"])).numpy())
-                labels.append(np.asarray(batch["label"]))
+                labels.append(np.array(batch["label"]))  # a copy: a worker's tensor holds an open file
                 log.update()
         log.close()
         y, p = np.concatenate(labels), np.concatenate(probabilities)

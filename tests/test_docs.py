@@ -3,15 +3,18 @@
 :func:`test_every_documented_command_runs_on_a_fresh_clone` copies the working tree as a clone would have it
 (``git ls-files``: tracked files and untracked ones git does not ignore) into a temporary folder, links this
 environment's ``.venv`` into it and the test data beside it (``../shared/data``, as in the project's layout),
-and runs every shell block of ``README.md`` and then of ``docs/*.md`` (alphabetically; ``results.md``, a record
-of measurements, and ``model_card.md``, a template, aside) in that order, each in a new ``bash`` from the
-clone's root, stopping at the first command that fails and naming it. The convention a page's author follows
-(``docs/contributing.md``): an HTML comment right before a block shortens or skips it::
+and runs every shell block of a page in order, each in a new ``bash`` from the clone's root, stopping at the
+first command that fails and naming it. One test per page, so that pytest-xdist spreads the pages over its
+workers: each page on its own fresh clone, except the pages that use the README's outputs (they say
+``<!-- docs-test: after README.md -->`` at their top), which run after the README on its clone, in
+alphabetical order. ``results.md`` (a record of measurements) and ``model_card.md`` (a template) are not
+instructions. The convention a page's author follows (``docs/contributing.md``): an HTML comment right before
+a block shortens or skips it::
 
     <!-- docs-test: append --max_epochs 1 --image_size 32 -->     appended to every command of the block
     <!-- docs-test: replace OLD -> NEW -->                          a text replacement in the block
     <!-- docs-test: exit 2 -->                                      the block must end with this exit status
-    <!-- docs-test: skip (needs Docker) -->                         not run; the reason is required
+    <!-- docs-test: skip (reason) -->                               not run; the reason is required
 
 The other tests check the convention itself and the README's shape, and are fast.
 """
@@ -34,6 +37,7 @@ from conftest import REPO_ROOT, data_root
 SHELL_LANGUAGES = {"bash", "sh", "shell"}
 NOT_INSTRUCTIONS = {"results.md", "model_card.md"}  # a record of measurements; the exported bundle's card
 DIRECTIVE = re.compile(r"^<!--\s*docs-test:\s*(?P<kind>\w[\w-]*)\s*(?P<argument>.*?)\s*-->\s*$")
+PAGE_DIRECTIVE = "after"  # `<!-- docs-test: after README.md -->` anywhere before the first block: the page's prerequisite
 FENCE = re.compile(r"^```(?P<language>[\w+-]*)\s*$")
 BLOCK_TIMEOUT_S = 900
 
@@ -99,7 +103,9 @@ def parse_page(path: Path, page: str) -> list[Block]:
         line = lines[i]
         directive = DIRECTIVE.match(line.strip())
         fence = FENCE.match(line)
-        if directive:
+        if directive and directive["kind"] == PAGE_DIRECTIVE:
+            assert not blocks and not pending, f"{page}:{i + 1}: `docs-test: after` belongs before the first block"
+        elif directive:
             pending.append((i + 1, directive["kind"], directive["argument"]))
         elif fence:
             end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), None)
@@ -136,7 +142,7 @@ def apply_directive(block: Block, kind: str, argument: str, where: str) -> None:
         assert reason, f"{where}: docs-test skip needs a reason, e.g. `skip (needs Docker)`"
         block.skip = reason
     else:
-        raise AssertionError(f"{where}: unknown docs-test directive {kind!r} (append, replace, exit, skip)")
+        raise AssertionError(f"{where}: unknown docs-test directive {kind!r} (append, replace, exit, skip, after)")
 
 
 def documentation_pages(root: Path = REPO_ROOT) -> list[str]:
@@ -149,8 +155,36 @@ def all_blocks(root: Path = REPO_ROOT) -> list[Block]:
     return [block for page in documentation_pages(root) for block in parse_page(root / page, page)]
 
 
+def prerequisite(root: Path, page: str) -> str | None:
+    """The page a page runs after (``<!-- docs-test: after README.md -->``), or None: a fresh clone of its own."""
+    for line in (root / page).read_text().splitlines():
+        directive = DIRECTIVE.match(line.strip())
+        if directive and directive["kind"] == PAGE_DIRECTIVE:
+            return directive["argument"]
+    return None
+
+
+def page_groups(root: Path = REPO_ROOT) -> dict[str, list[str]]:
+    """Pages by the clone they run on: a page without a prerequisite heads its own group, and the pages that
+    run after it follow it in alphabetical order. A prerequisite must itself have none (one level)."""
+    pages = documentation_pages(root)
+    groups: dict[str, list[str]] = {page: [page] for page in pages if prerequisite(root, page) is None}
+    for page in pages:
+        after = prerequisite(root, page)
+        if after is not None:
+            assert after in groups, f"{page}: `docs-test: after {after}`: not a page that runs on its own clone"
+            groups[after].append(page)
+    return groups
+
+
 # ----------------------------------------------------------------------------------------------
 # The convention and the README's shape (fast)
+
+
+def test_pages_run_after_the_readme_or_alone():
+    groups = page_groups()
+    assert list(groups)[0] == "README.md" and "docs/deploy.md" in groups["README.md"]
+    assert sorted(p for group in groups.values() for p in group) == sorted(documentation_pages())
 
 
 def test_every_shell_block_parses_and_every_skip_has_a_reason():
@@ -243,7 +277,9 @@ def run_block(block: Block, clone: Path, env: dict[str, str]) -> subprocess.Comp
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_every_documented_command_runs_on_a_fresh_clone(tmp_path):
+@pytest.mark.parametrize("first_page", [first for first, group in page_groups().items()
+                                        if any(not b.skip for page in group for b in parse_page(REPO_ROOT / page, page))])
+def test_every_documented_command_runs_on_a_fresh_clone(first_page, tmp_path):
     if not (data_root() / "nih14_subset").is_dir():
         if os.environ.get("CI") == "true":
             pytest.fail(f"real data missing: {data_root()} (set CXR_DATA_ROOT)")
@@ -253,14 +289,15 @@ def test_every_documented_command_runs_on_a_fresh_clone(tmp_path):
     env.update({"PYTHONPATH": str(clone), "CXR_DATA_ROOT": str(tmp_path / "shared" / "data"),
                 "MPLBACKEND": "Agg", "HOME": str(tmp_path / "home")})
     ran = []
-    for block in all_blocks(clone):
-        if block.skip:
-            continue
-        started = time.monotonic()
-        result = run_block(block, clone, env)
-        ran.append(f"{block.where} {time.monotonic() - started:.0f} s")
-        output = (result.stdout[-3000:] + "\n" + result.stderr[-6000:]).strip()
-        assert result.returncode == block.exit_status, (
-            f"{block.where}: exit status {result.returncode}, expected {block.exit_status}, running\n"
-            f"{block.script()}\n--- output (tail) ---\n{output}")
+    for page in page_groups(clone)[first_page]:
+        for block in parse_page(clone / page, page):
+            if block.skip:
+                continue
+            started = time.monotonic()
+            result = run_block(block, clone, env)
+            ran.append(f"{block.where} {time.monotonic() - started:.0f} s")
+            output = (result.stdout[-3000:] + "\n" + result.stderr[-6000:]).strip()
+            assert result.returncode == block.exit_status, (
+                f"{block.where}: exit status {result.returncode}, expected {block.exit_status}, running\n"
+                f"{block.script()}\n--- output (tail) ---\n{output}")
     print(f"{len(ran)} blocks ran: {', '.join(ran)}")

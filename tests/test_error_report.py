@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import resource
 import sys
 
 import numpy as np
@@ -53,6 +55,23 @@ def test_the_switch_prints_the_full_traceback_before_the_message(monkeypatch, tm
     lines = _report(error, monkeypatch, tmp_path, capsys, CXR_DISTILL_TRACEBACK="1")
     assert lines[0].startswith("Traceback (most recent call last)") and any("Failed to evaluate" in x for x in lines)
     assert lines[-1] == "error: /x.png: constant image: every pixel is the same (all black)"
+
+
+def test_too_many_open_files_names_the_limit_not_a_file(monkeypatch, tmp_path, capsys):
+    """What PyTorch's DataLoader raises when the workers' shared-memory tensors use up the open-file limit."""
+    try:
+        try:
+            raise OSError(errno.EMFILE, "Too many open files", "/tmp/tmpqzt634ni")
+        except OSError as exc:
+            raise RuntimeError("Too many open files. Communication with the workers is no longer possible.") from exc
+    except RuntimeError as exc:
+        error = exc
+    lines = _report(error, monkeypatch, tmp_path, capsys)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert lines[0].startswith("cxr-distill: stopped by a system limit (")
+    assert lines[-1].startswith(f"error: too many open files for this process (opening /tmp/tmpqzt634ni; this shell "
+                                f"allows {soft:,} per process): raise the limit before the run (`ulimit -n ")
+    assert lines[-1].endswith("or use fewer DataLoader workers (--num_workers)")
 
 
 def test_other_errors_are_printed_as_python_prints_them(monkeypatch, tmp_path, capsys):

@@ -111,6 +111,78 @@ def test_memory_cache_keeps_what_fits_its_budget_and_reads_the_rest():
     assert torch.allclose(dataset[9]["image"], _eval()(dict(records[9]))["image"])
 
 
+def test_a_cache_built_by_workers_keeps_no_open_file_per_image():
+    """Tensors from DataLoader workers arrive in shared memory, one file descriptor each: the cache must copy
+    the small values it keeps (labels, masks), or a validation split of 10,000 images ends in "Too many open
+    files" (found at NIH's full size; a default limit of 1,024 ends it at about 1,000 images)."""
+    script = (
+        "import resource, sys; sys.path.insert(0, 'tests')\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))\n"
+        "import numpy as np\n"
+        "from test_scale import _records, _eval\n"
+        "from bundle.data import CachedImageDataset\n"
+        "records = _records(600, size=8)\n"
+        "dataset = CachedImageDataset(records, _eval(), mode='memory', num_workers=1)\n"
+        "assert np.array_equal(np.asarray(dataset[599]['label']), records[599]['label'])\n"
+        "print('built', len(dataset))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0 and "built 600" in result.stdout, result.stderr[-2000:]
+
+
+def test_an_evaluation_pass_over_workers_holds_no_open_file_per_batch():
+    """MONAI's metric handlers keep every batch's labels for the epoch; labels still in a worker's shared memory
+    would hold one open file each (a 25,000-image test split at batch 32 passes a limit of 1,024)."""
+    script = (
+        "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))\n"
+        "import torch\n"
+        "from monai.handlers import ROCAUC, from_engine\n"
+        "from torch.utils.data import DataLoader, Dataset\n"
+        "from bundle.engines import CXREvaluator\n"
+        "class Items(Dataset):\n"
+        "    def __len__(self): return 600\n"
+        "    def __getitem__(self, i): return {'image': torch.rand(1, 4, 4), 'label': torch.tensor([i % 2, 1 - i % 2]),\n"
+        "                                      'label_mask': torch.ones(2)}\n"
+        "loader = DataLoader(Items(), batch_size=2, num_workers=1)\n"
+        "network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))\n"
+        "evaluator = CXREvaluator(device='cpu', val_data_loader=loader, network=network, decollate=False,\n"
+        "    key_val_metric={'auc': ROCAUC(output_transform=from_engine(['pred', 'label']))})\n"
+        "evaluator.run()\n"
+        "print('batches', evaluator.state.iteration)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0 and "batches 300" in result.stdout, result.stderr[-2000:]
+
+
+def test_the_cached_items_other_values_are_columns_of_a_few_bytes_an_item():
+    import pickle
+    import tracemalloc
+
+    from bundle.data.image_cache import _Columns
+
+    count = 20_000
+    tracemalloc.start()
+    columns = _Columns(count)
+    for index in range(count):
+        columns.set(index, {"label": np.full(14, index % 2, np.float32), "label_mask": np.ones(14, np.float32),
+                            "patient_id": "p1"})
+    used = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert used / count < 2 * 14 * 4 + 16  # two stacked float32 rows and a list slot: was about 600 bytes
+    item = columns[3]
+    assert set(item) == {"label", "label_mask", "patient_id"} and item["label"].tolist() == [1.0] * 14
+    item["label"][:] = 7  # a transform changing it in place does not change the cache
+    assert columns[3]["label"].tolist() == [1.0] * 14
+
+    mixed = _Columns(3)  # another shape, and a key an item lacks, fall back to lists
+    mixed.set(0, {"label": np.zeros(2, np.float32), "boxes": [1]})
+    mixed.set(1, {"label": np.zeros(3, np.float32)})
+    mixed.set(2, {"label": np.ones(2, np.float32), "boxes": [2]})
+    again = pickle.loads(pickle.dumps(mixed))  # the disk cache
+    assert [sorted(again[i]) for i in range(3)] == [["boxes", "label"], ["label"], ["boxes", "label"]]
+    assert again[1]["label"].shape == (3,) and again[2]["boxes"] == [2]
+
+
 def test_random_transforms_run_on_every_read_after_the_cache():
     transform = Compose([Resized("image", (8, 8), mode="area"), RandGaussianNoised("image", prob=1.0, std=0.5)])
     dataset = CachedImageDataset(_records(3), transform, mode="memory")

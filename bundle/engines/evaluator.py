@@ -9,7 +9,7 @@ from monai.engines import SupervisedEvaluator
 
 from ..data.errors import CXRDataError
 from ..keys import Keys
-from .trainer import drop_unreadable, flatten_handlers
+from .trainer import drop_unreadable, flatten_handlers, unshared
 
 __all__ = ["CXREvaluator"]
 
@@ -26,7 +26,7 @@ class CXREvaluator(SupervisedEvaluator):
 
     def _iteration(self, engine: CXREvaluator, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
         errors = [error for error in batchdata.get(Keys.ERROR) or [] if error]
-        batchdata = drop_unreadable(batchdata, engine)
+        batchdata = drop_unreadable(unshared(batchdata), engine)
         if batchdata is None:  # nothing to score: say which files, as the data errors elsewhere do
             first = str(errors[0]) if errors else "unreadable"
             raise CXRDataError(None, f"every image of an evaluation batch was unreadable ({len(errors)} files; the "

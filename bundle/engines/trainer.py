@@ -29,7 +29,7 @@ from monai.engines.utils import IterationEvents
 from ..distributed import average_gradients
 from ..keys import Keys
 
-__all__ = ["CXRTrainer", "batch_to_device", "drop_unreadable", "flatten_handlers"]
+__all__ = ["CXRTrainer", "batch_to_device", "drop_unreadable", "flatten_handlers", "unshared"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,18 @@ def batch_to_device(batchdata: dict[str, Any], device: torch.device | str, non_b
     mask = batch.get(Keys.LABEL_MASK)
     batch[Keys.LABEL_MASK] = torch.ones_like(batch[Keys.LABEL]) if mask is None else mask.float()
     return batch
+
+
+def unshared(batchdata: dict[str, Any]) -> dict[str, Any]:
+    """The batch with every tensor but the images copied out of the shared memory a DataLoader worker sent it in.
+
+    Each shared tensor keeps a file descriptor open while it lives, and what the engines hand on (labels,
+    masks, recorded soft targets) is kept by handlers for a whole pass (metrics, thresholds, per-image
+    scores): one open file per batch and key, so a 25,000-image test split at batch 32 passes a default limit
+    of 1,024 open files. The images are used within the iteration and freed; the rest is small.
+    """
+    return {key: value.clone() if isinstance(value, torch.Tensor) and key != Keys.IMAGE and value.is_shared()
+            else value for key, value in batchdata.items()}
 
 
 def drop_unreadable(batchdata: dict[str, Any], engine: Any = None) -> dict[str, Any] | None:
@@ -126,7 +138,7 @@ class CXRTrainer(SupervisedTrainer):
     def _iteration(self, engine: CXRTrainer, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
-        batchdata = drop_unreadable(batchdata, engine)
+        batchdata = drop_unreadable(unshared(batchdata), engine)
         if batchdata is None:  # every image of the batch was unreadable: nothing to learn from
             engine.state.output = {Keys.LOSS: torch.zeros((), device=engine.state.device), Keys.LOSS_TERMS: {}}
             return engine.state.output
