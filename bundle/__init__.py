@@ -1,6 +1,6 @@
 """cxr-distill: train, explain and deploy small, fast chest X-ray classifiers by knowledge distillation."""
 
-__version__ = "0.8.0"
+__version__ = "0.8.1"
 
 import warnings  # noqa: E402
 
