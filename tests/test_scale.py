@@ -111,13 +111,19 @@ def test_memory_cache_keeps_what_fits_its_budget_and_reads_the_rest():
     assert torch.allclose(dataset[9]["image"], _eval()(dict(records[9]))["image"])
 
 
+def _run_with_open_file_limit(script: str, limit: int = 256) -> subprocess.CompletedProcess:
+    """``script`` in a new Python process that may hold at most ``limit`` open files."""
+    limited = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))\n" + script
+    return subprocess.run([sys.executable, "-c", limited], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+
+
 def test_a_cache_built_by_workers_keeps_no_open_file_per_image():
     """Tensors from DataLoader workers arrive in shared memory, one file descriptor each: the cache must copy
     the small values it keeps (labels, masks), or a validation split of 10,000 images ends in "Too many open
     files" (found at NIH's full size; a default limit of 1,024 ends it at about 1,000 images)."""
-    script = (
-        "import resource, sys; sys.path.insert(0, 'tests')\n"
-        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))\n"
+    result = _run_with_open_file_limit(
+        "import sys; sys.path.insert(0, 'tests')\n"
         "import numpy as np\n"
         "from test_scale import _records, _eval\n"
         "from bundle.data import CachedImageDataset\n"
@@ -125,16 +131,13 @@ def test_a_cache_built_by_workers_keeps_no_open_file_per_image():
         "dataset = CachedImageDataset(records, _eval(), mode='memory', num_workers=1)\n"
         "assert np.array_equal(np.asarray(dataset[599]['label']), records[599]['label'])\n"
         "print('built', len(dataset))\n")
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0 and "built 600" in result.stdout, result.stderr[-2000:]
 
 
 def test_an_evaluation_pass_over_workers_holds_no_open_file_per_batch():
     """MONAI's metric handlers keep every batch's labels for the epoch; labels still in a worker's shared memory
     would hold one open file each (a 25,000-image test split at batch 32 passes a limit of 1,024)."""
-    script = (
-        "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))\n"
+    result = _run_with_open_file_limit(
         "import torch\n"
         "from monai.handlers import ROCAUC, from_engine\n"
         "from torch.utils.data import DataLoader, Dataset\n"
@@ -149,8 +152,6 @@ def test_an_evaluation_pass_over_workers_holds_no_open_file_per_batch():
         "    key_val_metric={'auc': ROCAUC(output_transform=from_engine(['pred', 'label']))})\n"
         "evaluator.run()\n"
         "print('batches', evaluator.state.iteration)\n")
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0 and "batches 300" in result.stdout, result.stderr[-2000:]
 
 

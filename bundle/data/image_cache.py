@@ -280,13 +280,18 @@ class _Columns:
                 self.columns[key] = column
             elif isinstance(column, np.ndarray) and not (
                     isinstance(value, np.ndarray) and value.shape == column.shape[1:] and value.dtype == column.dtype):
-                column = self.columns[key] = [*column[:index], *([_ABSENT] * (self.count - index))]
+                column = self._as_list(key, index)
             column[index] = value
         for key, column in self.columns.items():
             if key not in values:  # rare: a key some items lack
-                if isinstance(column, np.ndarray):
-                    column = self.columns[key] = [*column[:index], *([_ABSENT] * (self.count - index))]
-                column[index] = _ABSENT
+                self._as_list(key, index)[index] = _ABSENT
+
+    def _as_list(self, key: str, filled: int) -> list[Any]:
+        """Column ``key`` as a list (its first ``filled`` values kept), for values that do not stack."""
+        column = self.columns[key]
+        if isinstance(column, np.ndarray):
+            column = self.columns[key] = [*column[:filled], *([_ABSENT] * (self.count - filled))]
+        return column
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = {}
